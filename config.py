@@ -1,0 +1,19 @@
+"""This deployment's settings, loaded by path over headend/settings.py.
+
+Secrets come from the environment only. Set HEADEND_ENV=production for a real deployment:
+the app then refuses to start with the development SECRET_KEY.
+"""
+
+import os
+
+HEADEND_ENV = os.environ.get("HEADEND_ENV", "development")
+if os.environ.get("HEADEND_SECRET_KEY"):
+    SECRET_KEY = os.environ["HEADEND_SECRET_KEY"]
+HEADEND_SECRET_ENCRYPTION_KEY = os.environ.get("HEADEND_SECRET_ENCRYPTION_KEY")
+
+# Embedded default: SQLite in the working directory, jobs in-process.
+SQLALCHEMY_DATABASE_URI = os.environ.get(
+    "HEADEND_DATABASE_URL", "sqlite:///" + os.path.abspath("headend.db")
+)
+REDIS_URL = os.environ.get("HEADEND_REDIS_URL") or None
+HEADEND_PLUGIN_ALLOWLIST = os.environ.get("HEADEND_PLUGIN_ALLOWLIST") or None

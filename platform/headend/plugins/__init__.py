@@ -1,0 +1,1 @@
+"""The plugin system: hook specifications, interfaces and the per-tenant manager."""

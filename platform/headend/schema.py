@@ -1,0 +1,24 @@
+"""The complete metadata: FAB's tables and every domain's models, for Alembic and tests."""
+
+import importlib
+
+from headend.db import Model
+
+MODEL_MODULES = (
+    "flask_appbuilder.security.sqla.models",
+    "headend.tenancy.models",
+    "headend.audit.models",
+    "headend.catalog.models",
+    "headend.subscribers.models",
+    "headend.plugins.models",
+)
+
+
+def metadata():
+    for name in MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return Model.metadata

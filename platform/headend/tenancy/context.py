@@ -1,0 +1,84 @@
+"""Who is acting and for which tenant: the one place the scoping mechanism asks.
+
+Outside a request (CLI, jobs, migrations) the scope is SYSTEM unless a caller enters
+`acting_as(...)`. Inside a request it is derived once from the authenticated user (session
+cookie, JWT or API key) and cached on `flask.g`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from flask import current_app, g, has_request_context
+from flask import session as http_session
+
+ALL_TENANTS = None
+NO_TENANT = 0  # no row has tenant id 0: the scope of anonymous and unassigned users
+
+
+@dataclass(frozen=True)
+class Scope:
+    tenant_id: int | None  # None = every tenant (operators, system jobs)
+    actor_id: int | None = None
+    actor_name: str = "system"
+
+    @property
+    def all_tenants(self) -> bool:
+        return self.tenant_id is None
+
+
+SYSTEM = Scope(ALL_TENANTS)
+NOBODY = Scope(NO_TENANT, None, "anonymous")
+
+_explicit: ContextVar[Scope | None] = ContextVar("headend_scope", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(tenant_id: int | None, actor_id: int | None = None, actor_name="system"):
+    """Run a block (a job, a CLI command, a test) as an actor of one tenant, or of all."""
+    token = _explicit.set(Scope(tenant_id, actor_id, actor_name))
+    try:
+        yield
+    finally:
+        _explicit.reset(token)
+
+
+def current_scope() -> Scope:
+    explicit = _explicit.get()
+    if explicit is not None:
+        return explicit
+    if has_request_context():
+        return _request_scope()
+    return SYSTEM
+
+
+def is_operator(user) -> bool:
+    admin = current_app.config["AUTH_ROLE_ADMIN"]
+    return any(role.name == admin for role in user.roles)
+
+
+def scope_for_user(user) -> Scope:
+    name = user.username
+    if is_operator(user):
+        acting = http_session.get("acting_tenant_id") if has_request_context() else None
+        return Scope(acting, user.id, name)
+    return Scope(user.tenant_id or NO_TENANT, user.id, name)
+
+
+def _request_scope() -> Scope:
+    cached = g.get("_headend_scope")
+    if cached is not None:
+        return cached
+    if g.get("_headend_resolving"):
+        return NOBODY  # loading the user itself touches no tenant-owned table
+    g._headend_resolving = True
+    try:
+        user = current_app.appbuilder.sm.current_user
+    finally:
+        g._headend_resolving = False
+    if user is None or not getattr(user, "is_authenticated", True):
+        return NOBODY  # not cached: a JWT may still be verified later in this request
+    g._headend_scope = scope_for_user(user)
+    return g._headend_scope
