@@ -31,7 +31,9 @@ _ALL_READ = {resource: READ for resource in RESOURCES}
 
 ROLE_GRANTS: dict[str, dict[str, str]] = {
     "Admin": {**{r: WRITE for r in RESOURCES}, AUDIT: READ},
-    "Billing": {**_ALL_READ, CATALOG: WRITE, SUBSCRIBERS: WRITE, SUBSCRIPTIONS: WRITE, NOTES: WRITE},
+    "Billing": {
+        **_ALL_READ, CATALOG: WRITE, SUBSCRIBERS: WRITE, SUBSCRIPTIONS: WRITE, NOTES: WRITE,
+    },
     "Support": {**_ALL_READ, NOTES: WRITE},
     "Technician": {**_ALL_READ, SUBSCRIPTIONS: WRITE, NOTES: WRITE},
     "ReadOnly": dict(_ALL_READ),

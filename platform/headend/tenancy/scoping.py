@@ -42,7 +42,7 @@ def _scope_statement(state: ORMExecuteState) -> None:
     for cls in _scoped_classes():
         state.statement = state.statement.options(
             with_loader_criteria(
-                cls, lambda c: c.tenant_id == tenant_id, include_aliases=True, track_closure_variables=True
+                cls, lambda c: c.tenant_id == tenant_id, include_aliases=True
             )
         )
 
