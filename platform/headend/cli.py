@@ -61,6 +61,28 @@ def run(ctx, host, port, threads):
     waitress.serve(app, host=host, port=port, threads=threads)
 
 
+@main.command()
+@click.option("--if-empty", is_flag=True, help="Do nothing when the demo data is loaded.")
+@click.pass_context
+def demo(ctx, if_empty):
+    """Load demo data: two tenants, their catalog, subscribers, and a user per role."""
+    from headend.db import db
+    from headend.demo import PASSWORD, demo_loaded, load_demo
+
+    app = _app(ctx)
+    with app.app_context():
+        loaded = demo_loaded(db.session)
+    if loaded:
+        if if_empty:
+            click.echo(f"demo data already loaded; log in as operator / {PASSWORD}")
+            return
+        raise click.ClickException("demo data already loaded")
+    logins = load_demo(app)
+    click.echo(f"\nDemo logins (password for all: {PASSWORD}):")
+    for username, role, tenant in logins:
+        click.echo(f"  {username:<22} {role:<11} {tenant}")
+
+
 @main.command("create-operator")
 @click.option("--username", required=True)
 @click.option("--password", required=True)
@@ -76,6 +98,22 @@ def create_operator(ctx, username, password, email):
         if not user:
             raise click.ClickException("could not create the user (name or email taken?)")
     click.echo(f"operator {username} created")
+
+
+@main.command("create-api-key")
+@click.option("--username", required=True)
+@click.option("--name", "key_name", required=True, help="What the key is for.")
+@click.pass_context
+def create_api_key(ctx, username, key_name):
+    """Create an API key for a user; it is shown once."""
+    app = _app(ctx)
+    with app.app_context():
+        sm = app.appbuilder.sm
+        user = sm.find_user(username=username)
+        if user is None:
+            raise click.ClickException(f"no user {username}")
+        created = sm.create_api_key(user, key_name)
+    click.echo(created["key"])
 
 
 if __name__ == "__main__":

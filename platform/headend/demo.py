@@ -1,0 +1,165 @@
+"""Demo data: two ISPs with the seed catalog, 200 subscribers each, and a user per role."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal as D
+
+import click
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from headend.catalog.models import (
+    Account,
+    InternetProfile,
+    Item,
+    Package,
+    PackageInclusion,
+    PackageServiceLine,
+    Service,
+    TaxRate,
+)
+from headend.subscribers.services import add_package, create_subscriber
+from headend.tenancy.context import acting_as
+from headend.tenancy.models import Tenant
+from headend.tenancy.permissions import TENANT_ROLES
+from headend.tenancy.services import create_tenant
+
+PASSWORD = "headend-demo"
+TENANTS = (("Valley Fiber", "valley"), ("Summit Wireless", "summit"))
+SUBSCRIBERS_PER_TENANT = 200
+
+SERVICES = (
+    ("Internet", "internet"), ("TV", "tv"), ("VoIP", "voip"), ("Email", "email"),
+)
+ITEMS = (
+    # code, name, type, price, recurring, income account code
+    ("RTR-AC1200", "Wi-Fi router AC1200", "equipment", D("89.00"), False, "4400"),
+    ("RTR-RENT", "Router rental", "equipment", D("7.00"), True, "4400"),
+    ("STB-HD", "HD set-top box", "equipment", D("5.00"), True, "4400"),
+    ("INSTALL", "Professional installation", "fee", D("99.00"), False, "4500"),
+    ("PAPER", "Paper invoice fee", "fee", D("2.50"), False, "4600"),
+    ("LOYALTY", "Loyalty discount", "discount", D("-10.00"), True, "4000"),
+)
+# name, (setup, monthly, quarterly, semiannual, annual), lines, (down, up Mbps), inclusions
+PACKAGES = (
+    ("Internet 100", (D("49.99"), D("49.99"), D("144.99"), D("284.99"), D("559.99")),
+     [("Internet", "Internet 100", 70)], (100, 20), []),
+    ("Fiber 500", (D("49.99"), D("69.99"), D("204.99"), D("404.99"), D("799.99")),
+     [("Internet", "Fiber 500", 50)], (500, 500), [("RTR-AC1200", None)]),
+    ("TV Basic", (None, D("29.99"), None, None, None), [("TV", "TV Basic", None)], None,
+     [("STB-HD", D("5.00"))]),
+    ("Voice Line", (D("19.99"), D("19.99"), D("57.99"), None, D("219.99")),
+     [("VoIP", "Phone line", None)], None, []),
+    ("Triple Play", (D("49.99"), D("119.99"), D("349.99"), D("689.99"), D("1319.99")),
+     [("Internet", "Internet 300", 50), ("TV", "TV Plus", None), ("VoIP", "Phone line", None)],
+     (300, 100), [("RTR-AC1200", None)]),
+)
+FIRST = ("Ana", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jon", "Kira",
+         "Luis", "Maya", "Nils", "Olga", "Pedro", "Quinn", "Rosa", "Sam", "Tara")
+LAST = ("Alvarez", "Brown", "Chen", "Dubois", "Evans", "Fischer", "Garcia", "Haddad", "Ito",
+        "Jensen", "Kowalski", "Lopez", "Murphy", "Nguyen", "Okafor", "Patel", "Rossi", "Silva")
+STREETS = ("Oak St", "Maple Ave", "Ridge Rd", "River Ln", "Summit Dr", "Pine Ct", "Main St")
+
+
+def demo_loaded(session: Session) -> bool:
+    return session.scalar(select(Tenant.id).where(Tenant.slug == TENANTS[0][1])) is not None
+
+
+def _catalog(session: Session) -> dict[str, Package]:
+    accounts = {a.code: a for a in session.scalars(select(Account))}
+    services = {}
+    for name, kind in SERVICES:
+        services[name] = Service(name=name, type=kind, description=f"{name} service")
+        session.add(services[name])
+    items = {}
+    for code, name, kind, price, recurring, income in ITEMS:
+        items[code] = Item(code=code, name=name, type=kind, price=price, recurring=recurring,
+                           income_account=accounts.get(income), taxable=kind != "discount",
+                           active=True)
+        session.add(items[code])
+    session.add(TaxRate(label="State sales tax", kind="percent", rate=D("6.25"),
+                        require_on_new_subscriber=False, active=True))
+    session.add(TaxRate(label="911 fee", kind="flat", rate=D("0.75"),
+                        require_on_new_subscriber=False, active=True))
+    packages = {}
+    for name, prices, lines, speeds, inclusions in PACKAGES:
+        setup, monthly, quarterly, semiannual, annual = prices
+        package = Package(
+            name=name, description=f"{name} for homes and small offices", setup_fee=setup,
+            price_monthly=monthly, price_quarterly=quarterly, price_semiannual=semiannual,
+            price_annual=annual, allow_custom_pricing=name != "Triple Play",
+            exclude_from_invoicing=False, customer_type="both", signup_enabled=True,
+            tax_mode="subscriber", active=True,
+        )
+        for position, (service, label, fcc) in enumerate(lines):
+            package.service_lines.append(PackageServiceLine(
+                service=services[service], label=label, quantity=1, fcc_technology_code=fcc,
+                position=position))
+        for code, price in inclusions:
+            package.inclusions.append(PackageInclusion(item=items[code], quantity=1,
+                                                       recurring_price=price))
+        if speeds:
+            package.internet_profile = InternetProfile(
+                download_speed=speeds[0], upload_speed=speeds[1], speed_unit="Mbps")
+        session.add(package)
+        packages[name] = package
+    session.flush()
+    return packages
+
+
+def _subscribers(session: Session, packages: dict[str, Package], rnd: random.Random, bar) -> None:
+    names = list(packages)
+    for n in range(SUBSCRIBERS_PER_TENANT):
+        first, last = rnd.choice(FIRST), rnd.choice(LAST)
+        business = n % 9 == 0
+        subscriber = create_subscriber(
+            session, first_name=first, last_name=last,
+            company=f"{last} {rnd.choice(('Bakery', 'Dental', 'Farms', 'Garage'))}"
+            if business else None,
+            customer_type="business" if business else "residential",
+            email=f"{first}.{last}.{n}@example.net".lower(),
+            phone=f"555-{rnd.randrange(100, 999)}-{rnd.randrange(1000, 9999)}",
+            service_line1=f"{rnd.randrange(1, 9999)} {rnd.choice(STREETS)}",
+            service_city=rnd.choice(("Springfield", "Riverton", "Lakeside", "Hillview")),
+            service_region="CO", service_postal_code=f"80{rnd.randrange(100, 999)}",
+            service_country="US", billing_same_as_service=True,
+            status=rnd.choice(("active",) * 8 + ("prospect", "suspended")),
+            billing_cycle="monthly", bill_day=1 + n % 28, paper_invoice=n % 10 == 0,
+        )
+        if subscriber.status != "prospect":
+            add_package(session, subscriber.id, packages[rnd.choice(names)].id,
+                        billing_cycle="monthly", bill_start_date=dt.date.today())
+        bar.update(1)
+
+
+def load_demo(app) -> list[tuple[str, str, str]]:
+    """Load everything; returns (username, role, tenant) for the printed login table."""
+    from headend.db import db
+
+    rnd = random.Random(2026)
+    logins = [("operator", "Operator", "all tenants")]
+    with app.app_context():
+        sm = app.appbuilder.sm
+        sm.add_user("operator", "Platform", "Operator", "operator@headend.example",
+                    sm.find_role(app.config["AUTH_ROLE_ADMIN"]), PASSWORD)
+        with click.progressbar(length=SUBSCRIBERS_PER_TENANT * len(TENANTS),
+                               label="Loading demo subscribers") as bar:
+            for name, slug in TENANTS:
+                with acting_as(None):
+                    tenant = create_tenant(db.session, name, slug)
+                    db.session.flush()
+                with acting_as(tenant.id, None, "demo"):
+                    packages = _catalog(db.session)
+                    _subscribers(db.session, packages, rnd, bar)
+                db.session.commit()
+                for role in TENANT_ROLES:
+                    username = f"{slug}-{role.lower()}"
+                    user = sm.add_user(username, name.split()[0], role,
+                                       f"{username}@headend.example", sm.find_role(role),
+                                       PASSWORD)
+                    user.tenant_id = tenant.id
+                    logins.append((username, role, name))
+                db.session.commit()
+    return logins
