@@ -10,16 +10,32 @@ from __future__ import annotations
 
 from flask import abort, flash, request
 from flask_appbuilder import ModelRestApi, ModelView
+from flask_appbuilder.exceptions import DatabaseException
 from flask_appbuilder.urltools import (
     get_filter_args,
     get_order_args,
     get_page_args,
     get_page_size_args,
 )
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from headend.db import db
 from headend.errors import ValidationFailed
+from headend.tenancy.scoping import TenantScopeError
 from headend.ui import PermissionsMixin
+
+# What a write can fail with after validation passed: a race on a unique key, or an operator
+# who has not chosen the tenant to act for.
+WRITE_ERRORS = (SQLAlchemyError, DatabaseException, TenantScopeError)
+
+
+def _write_error_message(exc: Exception) -> str:
+    if isinstance(exc, TenantScopeError):
+        return f"{exc} (Platform > Act for tenant)"
+    cause = exc.__cause__ if isinstance(exc, DatabaseException) else exc
+    if isinstance(cause, IntegrityError):
+        return "This conflicts with an existing record (a value that must be unique is taken)."
+    return "The database refused the change; nothing was saved."
 
 
 def _no_validation(session, item):
@@ -50,6 +66,15 @@ class HeadendModelView(PermissionsMixin, ModelView):
             return False
         return True
 
+    def _write(self, write, item) -> bool:
+        try:
+            write(item)
+        except WRITE_ERRORS as exc:
+            db.session.rollback()
+            flash(_write_error_message(exc), "danger")
+            return False
+        return True
+
     def _add(self):
         get_filter_args(self._filters, disallow_if_not_in_search=False)
         exclude_cols = self._filters.get_relation_cols()
@@ -60,13 +85,10 @@ class HeadendModelView(PermissionsMixin, ModelView):
                 self.process_form(form, True)
                 item = self.datamodel.obj()
                 form.populate_obj(item)
-                if self._validated(form, item):
-                    self.pre_add(item)
-                    if self.datamodel.add(item):
-                        self.post_add(item)
-                        flash(self.add_row_message, "success")
-                        return None
-                    db.session.rollback()
+                if self._validated(form, item) and self._write(self.datamodel.add, item):
+                    self.post_add(item)
+                    flash(self.add_row_message, "success")
+                    return None
             return self._get_add_widget(form=form, exclude_cols=exclude_cols)
         self.update_redirect()
         return self._get_add_widget(form=form, exclude_cols=exclude_cols)
@@ -86,13 +108,10 @@ class HeadendModelView(PermissionsMixin, ModelView):
                 self.process_form(form, False)
                 with db.session.no_autoflush:
                     form.populate_obj(item)
-                if self._validated(form, item):
-                    self.pre_update(item)
-                    if self.datamodel.edit(item):
-                        self.post_update(item)
-                        flash(self.edit_row_message, "success")
-                        return None
-                    db.session.rollback()
+                if self._validated(form, item) and self._write(self.datamodel.edit, item):
+                    self.post_update(item)
+                    flash(self.edit_row_message, "success")
+                    return None
         else:
             form = self.edit_form.refresh(obj=item)
             self.prefill_form(form, pk)
@@ -119,6 +138,10 @@ class HeadendModelRestApi(PermissionsMixin, ModelRestApi):
         except ValidationFailed as exc:
             db.session.rollback()
             return self.response_422(message=exc.errors)
+        except WRITE_ERRORS as exc:
+            db.session.rollback()
+            return self.response(409 if isinstance(exc, TenantScopeError) else 422,
+                                 message=_write_error_message(exc))
 
     def pre_add(self, item):
         with db.session.no_autoflush:
