@@ -45,7 +45,9 @@ def test_api_key_authenticates_writes(app, make_tenant, make_user, ctx):
     result = CliRunner().invoke(main, ["create-api-key", "--username", username,
                                        "--name", "crm sync"], obj={},
                                 catch_exceptions=False,
-                                env={"HEADEND_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"]})
+                                env={"HEADEND_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+                                     # API key lookup hashes are keyed by the secret key
+                                     "HEADEND_SECRET_KEY": app.config["SECRET_KEY"]})
     key = result.output.strip()
     assert key.startswith("sst_")
     client = app.test_client()

@@ -12,6 +12,7 @@ from flask_appbuilder import AppBuilder
 import headend.audit.recorder  # noqa: F401  (registers the audit listener)
 import headend.tenancy.scoping  # noqa: F401  (registers the tenant scoping listeners)
 from headend.db import db
+from headend.schema import metadata
 
 # Each domain package exposes register(appbuilder) in its views module (and api module).
 DOMAINS = (
@@ -52,6 +53,7 @@ def create_app(config_path: str | None = None, overrides: dict | None = None) ->
     app.config.update(overrides or {})
     _check_config(app.config)
 
+    metadata()  # map every model before FAB configures mappers (string relationships resolve)
     db.init_app(app)
     with app.app_context():
         appbuilder = AppBuilder(update_perms=False)

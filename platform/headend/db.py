@@ -58,6 +58,10 @@ class ExactDecimal(sa.types.TypeDecorator):
     def python_type(self):
         return Decimal
 
+    def __repr__(self) -> str:
+        # Alembic renders column types with repr(): keep the constructor's real signature.
+        return f"{type(self).__name__}({self.places})"
+
 
 class TenantOwned:
     """Mixin for every row that belongs to one tenant.

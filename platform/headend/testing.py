@@ -54,7 +54,7 @@ def app_settings(database_url: str) -> dict:
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,
         "TESTING": True,
-        "SECRET_KEY": "test-secret-key",
+        "SECRET_KEY": "test-secret-key-that-is-long-enough-for-hs256",
         "WTF_CSRF_ENABLED": False,
         "AUTH_RATE_LIMITED": False,
         "SERVER_NAME": None,

@@ -9,7 +9,7 @@ Nothing is written when validation fails.
 from __future__ import annotations
 
 from flask import abort, flash, request
-from flask_appbuilder import ModelRestApi, ModelView
+from flask_appbuilder import ModelRestApi, ModelView, expose
 from flask_appbuilder.exceptions import DatabaseException
 from flask_appbuilder.urltools import (
     get_filter_args,
@@ -121,6 +121,25 @@ class HeadendModelView(PermissionsMixin, ModelView):
             item, filters={}, orders=get_order_args(), pages=get_page_args(),
             page_sizes=get_page_size_args(), widgets=widgets,
         )
+
+    def _visible(self, pk) -> bool:
+        pk = self._deserialize_pk_if_composite(pk)
+        return self.datamodel.get(pk, self._base_filters) is not None
+
+    # FAB answers an unknown action with a 500 and hands an invisible row to the action as
+    # None; both are simply not there.
+    @expose("/action/<string:name>/<pk>", methods=["GET", "POST"])
+    def action(self, name, pk):
+        if name not in self.actions or not self._visible(pk):
+            abort(404)
+        return super().action(name, pk)
+
+    @expose("/action_post", methods=["POST"])
+    def action_post(self):
+        pks = request.form.getlist("rowid")
+        if request.form.get("action") not in self.actions or not all(map(self._visible, pks)):
+            abort(404)
+        return super().action_post()
 
     def pre_delete(self, item):
         # FAB flashes the message of an exception raised here and deletes nothing.

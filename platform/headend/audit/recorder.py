@@ -69,7 +69,9 @@ def _tenant_of(obj):
 
 
 def _entity_id(obj) -> str:
-    return ",".join(str(v) for v in sa.inspect(obj).identity or ())
+    # New rows have their key in the columns but no identity until the flush completes.
+    state = sa.inspect(obj)
+    return ",".join(str(v) for v in state.mapper.primary_key_from_instance(obj))
 
 
 @event.listens_for(Session, "after_flush")

@@ -11,7 +11,7 @@ import contextlib
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from flask import current_app, g, has_request_context
+from flask import current_app, g, has_request_context, request
 from flask import session as http_session
 
 ALL_TENANTS = None
@@ -32,13 +32,22 @@ class Scope:
 SYSTEM = Scope(ALL_TENANTS)
 NOBODY = Scope(NO_TENANT, None, "anonymous")
 
-_explicit: ContextVar[Scope | None] = ContextVar("headend_scope", default=None)
+# The explicit scope and the request it was entered in (None: outside any request).
+_explicit: ContextVar[tuple[Scope, int | None] | None] = ContextVar("headend_scope", default=None)
+
+
+def _request_key() -> int | None:
+    return id(request._get_current_object()) if has_request_context() else None
 
 
 @contextlib.contextmanager
 def acting_as(tenant_id: int | None, actor_id: int | None = None, actor_name="system"):
-    """Run a block (a job, a CLI command, a test) as an actor of one tenant, or of all."""
-    token = _explicit.set(Scope(tenant_id, actor_id, actor_name))
+    """Run a block (a job, a CLI command, a test) as an actor of one tenant, or of all.
+
+    Entered outside a request it does not reach into requests served meanwhile in the same
+    thread (a test client): those are always scoped by their own authenticated user.
+    """
+    token = _explicit.set((Scope(tenant_id, actor_id, actor_name), _request_key()))
     try:
         yield
     finally:
@@ -47,8 +56,8 @@ def acting_as(tenant_id: int | None, actor_id: int | None = None, actor_name="sy
 
 def current_scope() -> Scope:
     explicit = _explicit.get()
-    if explicit is not None:
-        return explicit
+    if explicit is not None and explicit[1] == _request_key():
+        return explicit[0]
     if has_request_context():
         return _request_scope()
     return SYSTEM
@@ -64,7 +73,19 @@ def scope_for_user(user) -> Scope:
     if is_operator(user):
         acting = http_session.get("acting_tenant_id") if has_request_context() else None
         return Scope(acting, user.id, name)
-    return Scope(user.tenant_id or NO_TENANT, user.id, name)
+    return Scope(_tenant_id_of(user) or NO_TENANT, user.id, name)
+
+
+def _tenant_id_of(user) -> int | None:
+    if hasattr(user, "tenant_id"):
+        return user.tenant_id
+    # FAB's ApiKey.user relationship loads its own User class, without our column.
+    from sqlalchemy import select
+
+    from headend.db import db
+    from headend.tenancy.models import TenantUser
+
+    return db.session.scalar(select(TenantUser.tenant_id).where(TenantUser.id == user.id))
 
 
 def _request_scope() -> Scope:
@@ -76,9 +97,9 @@ def _request_scope() -> Scope:
     g._headend_resolving = True
     try:
         user = current_app.appbuilder.sm.current_user
+        if user is None or not getattr(user, "is_authenticated", True):
+            return NOBODY  # not cached: a JWT may still be verified later in this request
+        g._headend_scope = scope_for_user(user)
     finally:
         g._headend_resolving = False
-    if user is None or not getattr(user, "is_authenticated", True):
-        return NOBODY  # not cached: a JWT may still be verified later in this request
-    g._headend_scope = scope_for_user(user)
     return g._headend_scope

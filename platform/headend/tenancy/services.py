@@ -33,9 +33,11 @@ def validate_tenant(session: Session, tenant: Tenant) -> None:
 def tenant_created(session: Session, tenant: Tenant) -> None:
     """Everything a new tenant starts with; called in the transaction that inserts it."""
     from headend.catalog.services import create_default_chart
+    from headend.plugins import events
 
     with acting_as(tenant.id):
         create_default_chart(session)
+        events.fire("tenant_created", tenant_id=tenant.id)
 
 
 def create_tenant(session: Session, name: str, slug: str, currency: str = "USD",

@@ -2,9 +2,10 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:10:39.336946
+Create Date: 2026-11-25 12:17:13.328836
 """
 
+import headend.db
 import sqlalchemy as sa
 from alembic import op
 
@@ -141,6 +142,26 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_ab_user_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "account",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=20), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("type", sa.String(length=20), nullable=False),
+        sa.Column("parent_id", sa.Integer(), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["parent_id"], ["account.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "code", name="uq_account_tenant_code"),
+    )
+    with op.batch_alter_table("account", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_account_code"), ["code"], unique=False)
+        batch_op.create_index(batch_op.f("ix_account_name"), ["name"], unique=False)
+        batch_op.create_index(batch_op.f("ix_account_parent_id"), ["parent_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_account_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=True),
@@ -159,6 +180,181 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_audit_log_at"), ["at"], unique=False)
         batch_op.create_index("ix_audit_log_entity", ["entity", "entity_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_log_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "package",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("setup_fee", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("price_monthly", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("price_quarterly", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("price_semiannual", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("price_annual", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("allow_custom_pricing", sa.Boolean(), nullable=False),
+        sa.Column("exclude_from_invoicing", sa.Boolean(), nullable=False),
+        sa.Column("customer_type", sa.String(length=20), nullable=False),
+        sa.Column("signup_enabled", sa.Boolean(), nullable=False),
+        sa.Column("signup_requires_payment", sa.Boolean(), nullable=False),
+        sa.Column("acp_participation", sa.Boolean(), nullable=False),
+        sa.Column("request_additional_info", sa.Boolean(), nullable=False),
+        sa.Column("additional_info_prompt", sa.Text(), nullable=True),
+        sa.Column("activate_after_signup", sa.Boolean(), nullable=False),
+        sa.Column("invoice_after_signup", sa.Boolean(), nullable=False),
+        sa.Column("location_id", sa.String(length=60), nullable=True),
+        sa.Column("account_manager_visibility", sa.String(length=20), nullable=False),
+        sa.Column("devices_required", sa.Boolean(), nullable=False),
+        sa.Column("max_devices", sa.Integer(), nullable=True),
+        sa.Column("hibernation_allowed", sa.Boolean(), nullable=False),
+        sa.Column("hibernation_fee", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("hibernation_max_days", sa.Integer(), nullable=True),
+        sa.Column("tax_mode", sa.String(length=20), nullable=False),
+        sa.Column("custom_tax_kind", sa.String(length=10), nullable=True),
+        sa.Column("custom_tax_cycle_rate", headend.db.ExactDecimal(6), nullable=True),
+        sa.Column("custom_tax_setup_rate", headend.db.ExactDecimal(6), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "name", name="uq_package_tenant_name"),
+    )
+    with op.batch_alter_table("package", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_package_name"), ["name"], unique=False)
+        batch_op.create_index(batch_op.f("ix_package_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "plugin_configuration",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("plugin_id", sa.String(length=100), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("config", sa.JSON(), nullable=False),
+        sa.Column("secret_config", sa.Text(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "plugin_id", name="uq_plugin_configuration_tenant"),
+    )
+    with op.batch_alter_table("plugin_configuration", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_plugin_configuration_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "service",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("type", sa.String(length=20), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("service", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_service_name"), ["name"], unique=False)
+        batch_op.create_index(batch_op.f("ix_service_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "subscriber",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_number", sa.String(length=30), nullable=False),
+        sa.Column("first_name", sa.String(length=100), nullable=True),
+        sa.Column("last_name", sa.String(length=100), nullable=True),
+        sa.Column("company", sa.String(length=200), nullable=True),
+        sa.Column("customer_type", sa.String(length=20), nullable=False),
+        sa.Column("email", sa.String(length=254), nullable=True),
+        sa.Column("phone", sa.String(length=40), nullable=True),
+        sa.Column("mobile", sa.String(length=40), nullable=True),
+        sa.Column("service_line1", sa.String(length=200), nullable=True),
+        sa.Column("service_line2", sa.String(length=200), nullable=True),
+        sa.Column("service_city", sa.String(length=100), nullable=True),
+        sa.Column("service_region", sa.String(length=100), nullable=True),
+        sa.Column("service_postal_code", sa.String(length=20), nullable=True),
+        sa.Column("service_country", sa.String(length=2), nullable=True),
+        sa.Column("latitude", headend.db.ExactDecimal(7), nullable=True),
+        sa.Column("longitude", headend.db.ExactDecimal(7), nullable=True),
+        sa.Column("billing_same_as_service", sa.Boolean(), nullable=False),
+        sa.Column("billing_line1", sa.String(length=200), nullable=True),
+        sa.Column("billing_line2", sa.String(length=200), nullable=True),
+        sa.Column("billing_city", sa.String(length=100), nullable=True),
+        sa.Column("billing_region", sa.String(length=100), nullable=True),
+        sa.Column("billing_postal_code", sa.String(length=20), nullable=True),
+        sa.Column("billing_country", sa.String(length=2), nullable=True),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("tax_exempt", sa.Boolean(), nullable=False),
+        sa.Column("tax_exemption_code", sa.String(length=60), nullable=True),
+        sa.Column("billing_cycle", sa.String(length=20), nullable=False),
+        sa.Column("bill_day", sa.Integer(), nullable=False),
+        sa.Column("paper_invoice", sa.Boolean(), nullable=False),
+        sa.Column("parent_id", sa.Integer(), nullable=True),
+        sa.Column("search_text", sa.String(length=1000), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["parent_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "account_number", name="uq_subscriber_account"),
+    )
+    with op.batch_alter_table("subscriber", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_account_number"), ["account_number"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_subscriber_company"), ["company"], unique=False)
+        batch_op.create_index(batch_op.f("ix_subscriber_email"), ["email"], unique=False)
+        batch_op.create_index(batch_op.f("ix_subscriber_first_name"), ["first_name"], unique=False)
+        batch_op.create_index(batch_op.f("ix_subscriber_last_name"), ["last_name"], unique=False)
+        batch_op.create_index(
+            "ix_subscriber_name", ["tenant_id", "last_name", "first_name"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_subscriber_parent_id"), ["parent_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_subscriber_phone"), ["phone"], unique=False)
+        batch_op.create_index(
+            "ix_subscriber_search",
+            ["tenant_id", "search_text"],
+            unique=False,
+            postgresql_ops={"search_text": "varchar_pattern_ops"},
+        )
+        batch_op.create_index(
+            "ix_subscriber_service_city", ["tenant_id", "service_city"], unique=False
+        )
+        batch_op.create_index(
+            "ix_subscriber_service_line1", ["tenant_id", "service_line1"], unique=False
+        )
+        batch_op.create_index(
+            "ix_subscriber_service_postal", ["tenant_id", "service_postal_code"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_subscriber_status"), ["status"], unique=False)
+        batch_op.create_index(batch_op.f("ix_subscriber_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "subscriber_account_counter",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("last_number", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_subscriber_account_counter"),
+    )
+    with op.batch_alter_table("subscriber_account_counter", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_account_counter_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "tax_rate",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("label", sa.String(length=120), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("rate", headend.db.ExactDecimal(6), nullable=False),
+        sa.Column("require_on_new_subscriber", sa.Boolean(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("tax_rate", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_tax_rate_label"), ["label"], unique=False)
+        batch_op.create_index(batch_op.f("ix_tax_rate_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "ab_api_key",
@@ -225,11 +421,255 @@ def upgrade():
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("user_id", "role_id"),
     )
+    op.create_table(
+        "internet_profile",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("package_id", sa.Integer(), nullable=False),
+        sa.Column("download_speed", sa.Integer(), nullable=False),
+        sa.Column("upload_speed", sa.Integer(), nullable=False),
+        sa.Column("speed_unit", sa.String(length=4), nullable=False),
+        sa.Column("burst_download", sa.Integer(), nullable=True),
+        sa.Column("burst_upload", sa.Integer(), nullable=True),
+        sa.Column("burst_threshold_download", sa.Integer(), nullable=True),
+        sa.Column("burst_threshold_upload", sa.Integer(), nullable=True),
+        sa.Column("burst_time_seconds", sa.Integer(), nullable=True),
+        sa.Column("data_limit_gb", sa.Integer(), nullable=True),
+        sa.Column("throttled_download", sa.Integer(), nullable=True),
+        sa.Column("throttled_upload", sa.Integer(), nullable=True),
+        sa.Column("disconnect_at_limit", sa.Boolean(), nullable=False),
+        sa.Column("allow_subscriber_overrides", sa.Boolean(), nullable=False),
+        sa.Column("usage_billing_enabled", sa.Boolean(), nullable=False),
+        sa.Column("usage_billing_basis", sa.String(length=10), nullable=False),
+        sa.Column("usage_included_amount", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("usage_price_per_unit", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("usage_disconnect_on_exceed", sa.Boolean(), nullable=False),
+        sa.Column("usage_show_on_invoice", sa.Boolean(), nullable=False),
+        sa.Column("usage_allow_subscriber_custom", sa.Boolean(), nullable=False),
+        sa.Column("count_upload_in_usage", sa.Boolean(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["package_id"], ["package.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("package_id"),
+    )
+    with op.batch_alter_table("internet_profile", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_internet_profile_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "item",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=40), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("type", sa.String(length=20), nullable=False),
+        sa.Column("price", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("recurring", sa.Boolean(), nullable=False),
+        sa.Column("income_account_id", sa.Integer(), nullable=True),
+        sa.Column("taxable", sa.Boolean(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["income_account_id"], ["account.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "code", name="uq_item_tenant_code"),
+    )
+    with op.batch_alter_table("item", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_item_code"), ["code"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_item_income_account_id"), ["income_account_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_item_name"), ["name"], unique=False)
+        batch_op.create_index(batch_op.f("ix_item_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "package_service_line",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("package_id", sa.Integer(), nullable=False),
+        sa.Column("service_id", sa.Integer(), nullable=False),
+        sa.Column("label", sa.String(length=120), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("fcc_technology_code", sa.Integer(), nullable=True),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["package_id"], ["package.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["service_id"], ["service.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("package_service_line", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_package_service_line_package_id"), ["package_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_package_service_line_service_id"), ["service_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_package_service_line_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "subscriber_note",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("author", sa.String(length=120), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("subscriber_note", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_note_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_note_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "subscriber_tax_rate",
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("tax_rate_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tax_rate_id"], ["tax_rate.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("subscriber_id", "tax_rate_id"),
+    )
+    with op.batch_alter_table("subscriber_tax_rate", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_tax_rate_tax_rate_id"), ["tax_rate_id"], unique=False
+        )
+
+    op.create_table(
+        "subscription",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("package_id", sa.Integer(), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("custom_price", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("billing_cycle", sa.String(length=20), nullable=False),
+        sa.Column("bill_day", sa.Integer(), nullable=True),
+        sa.Column("bill_start_date", sa.Date(), nullable=True),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["package_id"], ["package.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("subscription", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscription_package_id"), ["package_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_subscription_status"), ["status"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_subscription_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_subscription_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "package_inclusion",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("package_id", sa.Integer(), nullable=False),
+        sa.Column("item_id", sa.Integer(), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("recurring_price", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["item_id"], ["item.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["package_id"], ["package.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("package_inclusion", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_package_inclusion_item_id"), ["item_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_package_inclusion_package_id"), ["package_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_package_inclusion_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "service_instance",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscription_id", sa.Integer(), nullable=False),
+        sa.Column("package_service_line_id", sa.Integer(), nullable=False),
+        sa.Column("label", sa.String(length=200), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["package_service_line_id"], ["package_service_line.id"], ondelete="RESTRICT"
+        ),
+        sa.ForeignKeyConstraint(["subscription_id"], ["subscription.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("service_instance", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_service_instance_package_service_line_id"),
+            ["package_service_line_id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_service_instance_subscription_id"), ["subscription_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_service_instance_tenant_id"), ["tenant_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("service_instance", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_service_instance_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_service_instance_subscription_id"))
+        batch_op.drop_index(batch_op.f("ix_service_instance_package_service_line_id"))
+
+    op.drop_table("service_instance")
+    with op.batch_alter_table("package_inclusion", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_package_inclusion_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_package_inclusion_package_id"))
+        batch_op.drop_index(batch_op.f("ix_package_inclusion_item_id"))
+
+    op.drop_table("package_inclusion")
+    with op.batch_alter_table("subscription", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscription_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_subscription_subscriber_id"))
+        batch_op.drop_index(batch_op.f("ix_subscription_status"))
+        batch_op.drop_index(batch_op.f("ix_subscription_package_id"))
+
+    op.drop_table("subscription")
+    with op.batch_alter_table("subscriber_tax_rate", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriber_tax_rate_tax_rate_id"))
+
+    op.drop_table("subscriber_tax_rate")
+    with op.batch_alter_table("subscriber_note", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriber_note_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_subscriber_note_subscriber_id"))
+
+    op.drop_table("subscriber_note")
+    with op.batch_alter_table("package_service_line", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_package_service_line_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_package_service_line_service_id"))
+        batch_op.drop_index(batch_op.f("ix_package_service_line_package_id"))
+
+    op.drop_table("package_service_line")
+    with op.batch_alter_table("item", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_item_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_item_name"))
+        batch_op.drop_index(batch_op.f("ix_item_income_account_id"))
+        batch_op.drop_index(batch_op.f("ix_item_code"))
+
+    op.drop_table("item")
+    with op.batch_alter_table("internet_profile", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_internet_profile_tenant_id"))
+
+    op.drop_table("internet_profile")
     op.drop_table("ab_user_role")
     with op.batch_alter_table("ab_user_group", schema=None) as batch_op:
         batch_op.drop_index("idx_user_id")
@@ -247,12 +687,61 @@ def downgrade():
         batch_op.drop_index("idx_api_key_lookup_hash")
 
     op.drop_table("ab_api_key")
+    with op.batch_alter_table("tax_rate", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_tax_rate_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_tax_rate_label"))
+
+    op.drop_table("tax_rate")
+    with op.batch_alter_table("subscriber_account_counter", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriber_account_counter_tenant_id"))
+
+    op.drop_table("subscriber_account_counter")
+    with op.batch_alter_table("subscriber", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriber_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_subscriber_status"))
+        batch_op.drop_index("ix_subscriber_service_postal")
+        batch_op.drop_index("ix_subscriber_service_line1")
+        batch_op.drop_index("ix_subscriber_service_city")
+        batch_op.drop_index(
+            "ix_subscriber_search", postgresql_ops={"search_text": "varchar_pattern_ops"}
+        )
+        batch_op.drop_index(batch_op.f("ix_subscriber_phone"))
+        batch_op.drop_index(batch_op.f("ix_subscriber_parent_id"))
+        batch_op.drop_index("ix_subscriber_name")
+        batch_op.drop_index(batch_op.f("ix_subscriber_last_name"))
+        batch_op.drop_index(batch_op.f("ix_subscriber_first_name"))
+        batch_op.drop_index(batch_op.f("ix_subscriber_email"))
+        batch_op.drop_index(batch_op.f("ix_subscriber_company"))
+        batch_op.drop_index(batch_op.f("ix_subscriber_account_number"))
+
+    op.drop_table("subscriber")
+    with op.batch_alter_table("service", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_service_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_service_name"))
+
+    op.drop_table("service")
+    with op.batch_alter_table("plugin_configuration", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_plugin_configuration_tenant_id"))
+
+    op.drop_table("plugin_configuration")
+    with op.batch_alter_table("package", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_package_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_package_name"))
+
+    op.drop_table("package")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_tenant_id"))
         batch_op.drop_index("ix_audit_log_entity")
         batch_op.drop_index(batch_op.f("ix_audit_log_at"))
 
     op.drop_table("audit_log")
+    with op.batch_alter_table("account", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_account_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_account_parent_id"))
+        batch_op.drop_index(batch_op.f("ix_account_name"))
+        batch_op.drop_index(batch_op.f("ix_account_code"))
+
+    op.drop_table("account")
     with op.batch_alter_table("ab_user", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ab_user_tenant_id"))
 

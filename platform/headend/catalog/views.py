@@ -1,0 +1,320 @@
+"""Catalog admin pages: packages (with their lines, inclusions and Internet profile), items,
+services, the chart of accounts and tax rates. Rules live in catalog.services."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import flash, redirect, request
+from flask_appbuilder.actions import action
+from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from wtforms import BooleanField, DecimalField, SelectField
+from wtforms.validators import Optional
+
+from headend.catalog import fcc, services
+from headend.catalog import models as m
+from headend.db import db
+from headend.errors import ValidationFailed
+from headend.tenancy import permissions as perms
+from headend.ui import add_view, add_view_no_menu
+from headend.views_base import HeadendModelView
+
+CATEGORY = "Catalog"
+
+
+def _or_none(value):
+    return value or None
+
+
+def _select(label: str, values, coerce=str) -> SelectField:
+    return SelectField(
+        label,
+        choices=[(v, v.replace("_", " ")) for v in values],
+        widget=Select2Widget(),
+        validate_choice=False,
+        coerce=coerce,
+    )
+
+
+def _decimal(label: str) -> DecimalField:
+    # places=None: show exactly what is stored (WTForms would round the display to 2 places).
+    return DecimalField(label, places=None, validators=[Optional()], widget=BS3TextFieldWidget())
+
+
+def _booleans(model) -> dict:
+    """Checkboxes that may be left unticked (FAB marks every NOT NULL column as required)."""
+    return {
+        col.key: BooleanField(
+            col.key.replace("_", " ").capitalize(),
+            default=col.default.arg if col.default is not None else False,
+        )
+        for col in sa.inspect(model).columns
+        if isinstance(col.type, sa.Boolean)
+    }
+
+
+def _fields(model, *, selects: dict | None = None, decimals: dict | None = None) -> dict:
+    fields = _booleans(model)
+    fields |= {name: _select(*spec) for name, spec in (selects or {}).items()}
+    fields.update({name: _decimal(label) for name, label in (decimals or {}).items()})
+    return fields
+
+
+class CatalogView(HeadendModelView):
+    class_permission_name = perms.CATALOG
+
+
+class AccountView(CatalogView):
+    datamodel = SQLAInterface(m.Account)
+    validator = staticmethod(services.validate_account)
+    delete_guard = staticmethod(services.guard_account_delete)
+    list_columns = ["code", "name", "type", "parent", "active"]
+    add_columns = edit_columns = show_columns = ["code", "name", "type", "parent", "active"]
+    search_columns = ["code", "name", "type", "active"]
+    order_columns = ["code", "name", "type"]
+    base_order = ("code", "asc")
+    add_form_extra_fields = edit_form_extra_fields = _fields(
+        m.Account, selects={"type": ("Type", m.ACCOUNT_TYPES)}
+    )
+
+
+class TaxRateView(CatalogView):
+    datamodel = SQLAInterface(m.TaxRate)
+    validator = staticmethod(services.validate_tax_rate)
+    list_columns = ["label", "kind", "rate", "require_on_new_subscriber", "active"]
+    add_columns = edit_columns = show_columns = list_columns
+    search_columns = ["label", "kind", "active"]
+    label_columns = {"rate": "Rate (percent, or flat amount)"}
+    add_form_extra_fields = edit_form_extra_fields = _fields(
+        m.TaxRate,
+        selects={"kind": ("Kind", m.TAX_KINDS)},
+        decimals={"rate": "Rate (percent, or flat amount)"},
+    )
+
+
+class ItemView(CatalogView):
+    datamodel = SQLAInterface(m.Item)
+    validator = staticmethod(services.validate_item)
+    delete_guard = staticmethod(services.guard_item_delete)
+    list_columns = ["code", "name", "type", "price", "recurring", "taxable", "active"]
+    add_columns = edit_columns = show_columns = [
+        "code",
+        "name",
+        "type",
+        "price",
+        "recurring",
+        "income_account",
+        "taxable",
+        "active",
+    ]
+    search_columns = ["code", "name", "type", "active"]
+    base_order = ("code", "asc")
+    add_form_extra_fields = edit_form_extra_fields = _fields(
+        m.Item, selects={"type": ("Type", m.ITEM_TYPES)}, decimals={"price": "Price"}
+    )
+
+
+class ServiceView(CatalogView):
+    datamodel = SQLAInterface(m.Service)
+    validator = staticmethod(services.validate_service)
+    delete_guard = staticmethod(services.guard_service_delete)
+    list_columns = ["name", "type", "description"]
+    add_columns = edit_columns = show_columns = list_columns
+    search_columns = ["name", "type"]
+    add_form_extra_fields = edit_form_extra_fields = _fields(
+        m.Service, selects={"type": ("Type", m.SERVICE_TYPES)}
+    )
+
+
+class PackageServiceLineView(CatalogView):
+    datamodel = SQLAInterface(m.PackageServiceLine)
+    validator = staticmethod(services.validate_service_line)
+    delete_guard = staticmethod(services.guard_service_line_delete)
+    list_columns = ["package", "label", "service", "quantity", "fcc_technology_code"]
+    add_columns = edit_columns = show_columns = [
+        "package",
+        "service",
+        "label",
+        "quantity",
+        "fcc_technology_code",
+        "position",
+    ]
+    search_columns = ["label", "fcc_technology_code"]
+    label_columns = {"fcc_technology_code": "FCC technology code"}
+    add_form_extra_fields = edit_form_extra_fields = {
+        "fcc_technology_code": SelectField(
+            "FCC technology code",
+            choices=fcc.choices(),
+            widget=Select2Widget(),
+            validate_choice=False,
+            coerce=lambda v: int(v) if v not in (None, "", "None") else None,
+        ),
+    }
+
+
+class PackageInclusionView(CatalogView):
+    datamodel = SQLAInterface(m.PackageInclusion)
+    validator = staticmethod(services.validate_inclusion)
+    list_columns = ["package", "item", "quantity", "recurring_price"]
+    add_columns = edit_columns = show_columns = list_columns
+    search_columns = ["quantity"]
+    description_columns = {"recurring_price": "Leave empty or 0 to include the item for free."}
+    add_form_extra_fields = edit_form_extra_fields = _fields(
+        m.PackageInclusion, decimals={"recurring_price": "Recurring price"}
+    )
+
+
+_PROFILE_SPEED = ["package", "download_speed", "upload_speed", "speed_unit"]
+_PROFILE_BURST = [
+    "burst_download",
+    "burst_upload",
+    "burst_threshold_download",
+    "burst_threshold_upload",
+    "burst_time_seconds",
+]
+_PROFILE_THROTTLE = [
+    "data_limit_gb",
+    "throttled_download",
+    "throttled_upload",
+    "disconnect_at_limit",
+    "allow_subscriber_overrides",
+    "count_upload_in_usage",
+]
+_PROFILE_USAGE = [
+    "usage_billing_enabled",
+    "usage_billing_basis",
+    "usage_included_amount",
+    "usage_price_per_unit",
+    "usage_disconnect_on_exceed",
+    "usage_show_on_invoice",
+    "usage_allow_subscriber_custom",
+]
+_PROFILE_FIELDSETS = [
+    ("Speed", {"fields": _PROFILE_SPEED}),
+    ("Burst", {"fields": _PROFILE_BURST, "expanded": True}),
+    ("Throttling", {"fields": _PROFILE_THROTTLE, "expanded": True}),
+    ("Usage-based billing", {"fields": _PROFILE_USAGE, "expanded": False}),
+]
+
+
+class InternetProfileView(CatalogView):
+    datamodel = SQLAInterface(m.InternetProfile)
+    validator = staticmethod(services.validate_internet_profile)
+    method_permission_name = {**perms.METHOD_PERMISSIONS, "restore_defaults": perms.WRITE}
+    list_columns = ["package", "download_speed", "upload_speed", "speed_unit", "data_limit_gb"]
+    add_fieldsets = edit_fieldsets = show_fieldsets = _PROFILE_FIELDSETS
+    search_columns = ["download_speed", "upload_speed"]
+    add_form_extra_fields = edit_form_extra_fields = _fields(
+        m.InternetProfile,
+        selects={
+            "speed_unit": ("Speed unit", m.SPEED_UNITS),
+            "usage_billing_basis": ("Usage billing basis", m.USAGE_BASES),
+        },
+        decimals={
+            "usage_included_amount": "Usage included amount",
+            "usage_price_per_unit": "Usage price per unit",
+        },
+    )
+
+    @action(
+        "restore_defaults", "Restore defaults", "Put the default Internet settings back?", "fa-undo"
+    )
+    def restore_defaults(self, items):
+        profiles = items if isinstance(items, list) else [items]
+        try:
+            for profile in profiles:
+                services.restore_internet_profile_defaults(db.session, profile.package)
+            db.session.commit()
+            flash(f"Defaults restored on {len(profiles)} profile(s)", "success")
+        except ValidationFailed as exc:
+            db.session.rollback()
+            flash(str(exc), "danger")
+        return redirect(request.referrer or self.get_redirect())
+
+
+_GENERAL = [
+    "name",
+    "description",
+    "setup_fee",
+    "price_monthly",
+    "price_quarterly",
+    "price_semiannual",
+    "price_annual",
+    "allow_custom_pricing",
+    "exclude_from_invoicing",
+    "active",
+]
+_OPTIONS = [
+    "customer_type",
+    "signup_enabled",
+    "signup_requires_payment",
+    "acp_participation",
+    "request_additional_info",
+    "additional_info_prompt",
+    "activate_after_signup",
+    "invoice_after_signup",
+    "location_id",
+    "account_manager_visibility",
+    "devices_required",
+    "max_devices",
+    "hibernation_allowed",
+    "hibernation_fee",
+    "hibernation_max_days",
+]
+_TAXES = ["tax_mode", "custom_tax_kind", "custom_tax_cycle_rate", "custom_tax_setup_rate"]
+
+
+class PackageView(CatalogView):
+    datamodel = SQLAInterface(m.Package)
+    validator = staticmethod(services.validate_package)
+    delete_guard = staticmethod(services.guard_package_delete)
+    related_views = [PackageServiceLineView, PackageInclusionView, InternetProfileView]
+    list_columns = ["name", "price_monthly", "price_annual", "setup_fee", "customer_type", "active"]
+    add_fieldsets = edit_fieldsets = show_fieldsets = [
+        ("General", {"fields": _GENERAL}),
+        ("Options", {"fields": _OPTIONS, "expanded": False}),
+        ("Taxes", {"fields": _TAXES, "expanded": False}),
+    ]
+    search_columns = ["name", "customer_type", "active"]
+    base_order = ("name", "asc")
+    label_columns = {
+        "price_semiannual": "Price semi-annual",
+        "acp_participation": "ACP participation",
+        "location_id": "Location",
+    }
+    add_form_extra_fields = edit_form_extra_fields = _fields(
+        m.Package,
+        selects={
+            "customer_type": ("Customer type", m.CUSTOMER_TYPES),
+            "account_manager_visibility": ("Account manager visibility", m.VISIBILITIES),
+            "tax_mode": ("Tax mode", m.TAX_MODES),
+            "custom_tax_kind": ("Custom tax kind", ("",) + m.TAX_KINDS, _or_none),
+        },
+        decimals={
+            "setup_fee": "Setup fee",
+            "price_monthly": "Price monthly",
+            "price_quarterly": "Price quarterly",
+            "price_semiannual": "Price semi-annual",
+            "price_annual": "Price annual",
+            "hibernation_fee": "Hibernation fee",
+            "custom_tax_cycle_rate": "Custom tax rate per cycle",
+            "custom_tax_setup_rate": "Custom tax rate on setup",
+        },
+    )
+
+
+def register(appbuilder):
+    for view in (PackageServiceLineView, PackageInclusionView, InternetProfileView):
+        add_view_no_menu(appbuilder, view)
+    add_view(
+        appbuilder,
+        PackageView,
+        "Packages",
+        category=CATEGORY,
+        icon="fa-cubes",
+        category_icon="fa-book",
+    )
+    add_view(appbuilder, ServiceView, "Services", category=CATEGORY, icon="fa-plug")
+    add_view(appbuilder, ItemView, "Items", category=CATEGORY, icon="fa-tag")
+    add_view(appbuilder, TaxRateView, "Tax rates", category=CATEGORY, icon="fa-percent")
+    add_view(appbuilder, AccountView, "Chart of accounts", category=CATEGORY, icon="fa-list-ol")

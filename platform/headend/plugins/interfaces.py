@@ -1,0 +1,227 @@
+"""What plugins implement: the only way plugin code and the core talk besides the hooks.
+
+Every plugin object carries `plugin_id` (unique across all plugins, stored per tenant in
+PluginConfiguration), `name`, `kind`, `version` and a `config_schema`. Each method receives the
+tenant's decrypted `settings` (validated against that schema) first, so one object serves every
+tenant. Amounts are integers in minor units with an ISO 4217 currency; never floats.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from headend.plugins.config_schema import ConfigSchema, Field
+
+__all__ = [
+    "ConfigSchema", "Field", "Plugin", "PaymentGateway", "PaymentStatus", "PaymentResult",
+    "TaxEngine", "TaxLine", "TaxRequest", "TaxDetail", "TaxLineResult", "TaxResult",
+    "RouterDriver", "RouterEntry", "RouterDiff", "InvoiceForm", "KINDS",
+]
+
+Settings = Mapping[str, Any]
+
+
+class Plugin(ABC):
+    """Identity and settings schema shared by every kind of plugin object."""
+
+    kind: ClassVar[str]
+    plugin_id: str
+    name: str
+    version: str = "0"
+    config_schema: ConfigSchema = ConfigSchema()
+
+
+# --- payments ---------------------------------------------------------------------------
+
+
+class PaymentStatus(enum.StrEnum):
+    PROCESSED = "processed"
+    PENDING = "pending"  # the provider will tell later (webhook or get_payment_info)
+    ERROR = "error"  # refused: a decline is a result with a decline_code, not an exception
+    UNDEFINED = "undefined"  # outcome unknown (timeout): the core reconciles, never retries blind
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    status: PaymentStatus
+    transaction_id: str  # ours, as given to the call (or found in a webhook)
+    amount: int = 0
+    currency: str = ""
+    provider_ref: str | None = None
+    decline_code: str | None = None
+    message: str = ""
+
+
+class PaymentGateway(Plugin):
+    """A card/bank processor. Every call carries our transaction id, which the gateway passes to
+    the provider as its idempotency key, so retrying a call can never charge twice."""
+
+    kind = "payment_gateway"
+
+    @abstractmethod
+    def purchase(self, settings: Settings, transaction_id: str, amount: int, currency: str,
+                 payment_method: str, customer_ref: str | None = None) -> PaymentResult:
+        """Authorize and capture in one step."""
+
+    @abstractmethod
+    def authorize(self, settings: Settings, transaction_id: str, amount: int, currency: str,
+                  payment_method: str, customer_ref: str | None = None) -> PaymentResult:
+        """Reserve funds without capturing them."""
+
+    @abstractmethod
+    def capture(self, settings: Settings, transaction_id: str, provider_ref: str,
+                amount: int, currency: str) -> PaymentResult:
+        """Capture (part of) an authorization."""
+
+    @abstractmethod
+    def void(self, settings: Settings, transaction_id: str, provider_ref: str) -> PaymentResult:
+        """Release an authorization that was not captured."""
+
+    @abstractmethod
+    def refund(self, settings: Settings, transaction_id: str, provider_ref: str,
+               amount: int, currency: str) -> PaymentResult:
+        """Refund (part of) a captured payment; the core refuses refunds above the charge."""
+
+    @abstractmethod
+    def get_payment_info(self, settings: Settings, transaction_id: str,
+                         provider_ref: str | None = None) -> PaymentResult:
+        """The provider's current view of a transaction (used to reconcile "undefined")."""
+
+    @abstractmethod
+    def handle_webhook(self, settings: Settings, transaction_id: str | None,
+                       headers: Mapping[str, str], body: bytes) -> PaymentResult | None:
+        """Verify and translate a provider notification; None when it is not about a payment.
+
+        `transaction_id` is ours when the webhook URL carries it, else None and the result
+        names it (the gateway stored it as metadata with the provider).
+        """
+
+
+# --- taxes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaxLine:
+    number: int
+    amount: int  # minor units, the line total
+    quantity: Decimal = Decimal(1)
+    item_code: str = ""
+    tax_code: str = ""
+    tax_included: bool = False
+    exemption_code: str = ""
+
+
+@dataclass(frozen=True)
+class TaxRequest:
+    document_code: str  # our invoice number: the engine's transaction code
+    customer_code: str
+    date: dt.date
+    currency: str
+    address: Mapping[str, str]  # line1, city, region, country, postal_code
+    lines: tuple[TaxLine, ...]
+
+
+@dataclass(frozen=True)
+class TaxDetail:
+    jurisdiction: str
+    tax_name: str
+    rate: Decimal
+    tax: int
+
+
+@dataclass(frozen=True)
+class TaxLineResult:
+    number: int
+    tax: int
+    taxable: int
+    details: tuple[TaxDetail, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaxResult:
+    total_tax: int
+    lines: tuple[TaxLineResult, ...] = field(default_factory=tuple)
+    engine_ref: str | None = None
+
+
+class TaxEngine(Plugin):
+    """Computes sales taxes; quote is side-effect free, post records it with the engine."""
+
+    kind = "tax_engine"
+
+    @abstractmethod
+    def quote(self, settings: Settings, request: TaxRequest) -> TaxResult:
+        """Taxes for a draft document; records nothing."""
+
+    @abstractmethod
+    def post(self, settings: Settings, request: TaxRequest) -> TaxResult:
+        """Record (commit) the document's taxes with the engine, idempotent by document_code."""
+
+    @abstractmethod
+    def void(self, settings: Settings, document_code: str) -> None:
+        """Void a posted document's taxes (the invoice was voided)."""
+
+
+# --- routers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouterEntry:
+    """One managed item on a router (a queue, a PPP secret, an address-list entry)."""
+
+    key: str  # our stable name for it, e.g. "sub-42"
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouterDiff:
+    add: tuple[RouterEntry, ...] = ()
+    change: tuple[RouterEntry, ...] = ()
+    remove: tuple[str, ...] = ()  # keys
+
+
+class RouterDriver(Plugin):
+    """Talks to one kind of network device; the core computes diffs, the driver applies them."""
+
+    kind = "router_driver"
+
+    @abstractmethod
+    def read_state(self, settings: Settings, router: Mapping[str, Any]) -> list[RouterEntry]:
+        """The entries Headend manages on `router` (connection details in the mapping)."""
+
+    @abstractmethod
+    def apply_diff(self, settings: Settings, router: Mapping[str, Any], diff: RouterDiff) -> None:
+        """Apply a diff computed by the core; raise on failure (the core retries the job)."""
+
+    @abstractmethod
+    def disconnect(self, settings: Settings, router: Mapping[str, Any], username: str) -> None:
+        """Drop a subscriber's live session so new settings take effect."""
+
+    @abstractmethod
+    def change_rate(self, settings: Settings, router: Mapping[str, Any], username: str,
+                    rate: str) -> None:
+        """Change a live session's rate limit (e.g. "10M/50M") without disconnecting."""
+
+
+# --- documents --------------------------------------------------------------------------
+
+
+class InvoiceForm(Plugin):
+    """Renders an invoice document (usually PDF), run in the documents queue."""
+
+    kind = "invoice_form"
+    media_type: str = "application/pdf"
+
+    @abstractmethod
+    def render(self, invoice: Any, branding: Mapping[str, Any]) -> bytes:
+        """The document's bytes in `media_type`."""
+
+
+KINDS = {cls.kind: cls for cls in (PaymentGateway, TaxEngine, RouterDriver, InvoiceForm)}
