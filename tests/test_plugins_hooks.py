@@ -289,3 +289,9 @@ def test_register_admin_views_adds_a_plugin_page(database_url, monkeypatch, app)
     assert new_app.extensions["headend_plugins"].get_plugin(__name__) is not None
     resp = new_app.test_client().get("/hello-plugin/")
     assert resp.status_code == 200 and b"hello from a plugin" in resp.data
+
+
+def test_services_announce_their_events(app, everything, make_tenant):
+    """The core fires the events itself: creating a tenant reaches tenant_created."""
+    tenant = make_tenant("Event ISP", "event-isp")
+    assert ("tenant_created", tenant) in everything.events

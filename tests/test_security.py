@@ -2,13 +2,12 @@
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
-
 from headend.app import ConfigError, create_app
 from headend.audit.models import AuditLog
 from headend.catalog.models import Item
 from headend.cli import main
 from headend.testing import PASSWORD, app_settings, login
+from sqlalchemy import select
 
 ITEM = {"code": "RTR-1", "name": "Router", "type": "equipment", "price": "89.00",
         "recurring": False, "taxable": True, "active": True}

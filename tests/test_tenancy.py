@@ -47,3 +47,21 @@ def test_acting_tenant_sees_only_its_audit_rows(ctx):
         ids = {r.tenant_id for r in db.session.scalars(select(AuditLog))}
     assert ids <= {a.id} and ids
     assert b.id not in ids
+
+
+def test_operator_acts_for_one_tenant_then_all(app, make_tenant, make_user, client):
+    from headend.catalog.models import Item
+    from headend.testing import login
+
+    a, b = make_tenant("A", "aa"), make_tenant("B", "bb")
+    login(client, make_user(None))
+    form = {"code": "OP-1", "name": "Router", "type": "equipment", "price": "10"}
+    # Acting for every tenant, a new row has no tenant to belong to: refused, nothing written.
+    resp = client.post("/itemview/add", data=form, follow_redirects=True)
+    assert "choose a tenant" in resp.get_data(as_text=True)
+    assert client.post("/tenancy/act", data={"tenant_id": b}).status_code == 302
+    resp = client.post("/itemview/add", data=form)
+    assert resp.status_code == 302
+    with app.app_context(), acting_as(None):
+        assert [i.tenant_id for i in db.session.scalars(select(Item))] == [b]
+    assert a != b

@@ -75,6 +75,14 @@ class HeadendModelView(PermissionsMixin, ModelView):
             return False
         return True
 
+    def _pre_add_then_add(self, item):
+        self.pre_add(item)
+        self.datamodel.add(item)
+
+    def _pre_update_then_edit(self, item):
+        self.pre_update(item)
+        self.datamodel.edit(item)
+
     def _add(self):
         get_filter_args(self._filters, disallow_if_not_in_search=False)
         exclude_cols = self._filters.get_relation_cols()
@@ -85,7 +93,7 @@ class HeadendModelView(PermissionsMixin, ModelView):
                 self.process_form(form, True)
                 item = self.datamodel.obj()
                 form.populate_obj(item)
-                if self._validated(form, item) and self._write(self.datamodel.add, item):
+                if self._validated(form, item) and self._write(self._pre_add_then_add, item):
                     self.post_add(item)
                     flash(self.add_row_message, "success")
                     return None
@@ -108,7 +116,7 @@ class HeadendModelView(PermissionsMixin, ModelView):
                 self.process_form(form, False)
                 with db.session.no_autoflush:
                     form.populate_obj(item)
-                if self._validated(form, item) and self._write(self.datamodel.edit, item):
+                if self._validated(form, item) and self._write(self._pre_update_then_edit, item):
                     self.post_update(item)
                     flash(self.edit_row_message, "success")
                     return None

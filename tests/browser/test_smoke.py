@@ -1,4 +1,5 @@
 from headend.testing import PASSWORD
+
 from tests.browser.conftest import ui_login
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:17:13.328836
+Create Date: 2026-11-25 12:25:40.790364
 """
 
 import headend.db
