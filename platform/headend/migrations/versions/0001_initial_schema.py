@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:25:40.790364
+Create Date: 2026-11-25 12:37:59.759997
 """
 
 import headend.db
