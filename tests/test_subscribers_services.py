@@ -2,7 +2,6 @@
 
 from decimal import Decimal
 
-import headend.testing as testing_plugin
 import pytest
 from headend.db import db
 from headend.errors import ValidationFailed
@@ -208,8 +207,6 @@ def test_price_preview_is_exact(app, make_tenant):
             Decimal("10.010")
 
 
-@pytest.mark.skipif(testing_plugin.test_db_kind() != "postgresql",
-                    reason="SQLite serialises writers; the race needs PostgreSQL")
 def test_concurrent_creates_get_distinct_sequential_numbers(app, make_tenant):
     import threading
 

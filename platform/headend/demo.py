@@ -129,8 +129,13 @@ def _subscribers(session: Session, packages: dict[str, Package], rnd: random.Ran
             billing_cycle="monthly", bill_day=1 + n % 28, paper_invoice=n % 10 == 0,
         )
         if subscriber.status != "prospect":
-            add_package(session, subscriber.id, packages[rnd.choice(names)].id,
-                        billing_cycle="monthly", bill_start_date=dt.date.today())
+            subscription = add_package(
+                session, subscriber.id, packages[rnd.choice(names)].id, billing_cycle="monthly",
+                bill_start_date=dt.date.today() - dt.timedelta(days=rnd.randrange(30, 900)))
+            # Seeded as long-standing customers: provisioned already, as their account says.
+            subscription.status = subscriber.status
+            for service in subscription.services:
+                service.status = subscriber.status
         bar.update(1)
 
 

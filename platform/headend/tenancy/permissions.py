@@ -45,11 +45,15 @@ def permissions_of(level: str) -> tuple[str, ...]:
     return ("can_read",) if level == READ else ("can_read", "can_write")
 
 
+# FAB's own API documentation (OpenAPI spec and Swagger UI): every staff role may read it.
+API_DOCS = [["^OpenApi$", "^can_get$"], ["^SwaggerView$", "^can_show$"]]
+
+
 def fab_roles() -> dict[str, list[list[str]]]:
     """ROLE_GRANTS in FAB_ROLES form: [view-name regex, permission regex] pairs."""
     roles = {}
     for role, grants in ROLE_GRANTS.items():
-        roles[role] = [
+        roles[role] = API_DOCS + [
             [f"^{resource}$", f"^({'|'.join(permissions_of(level))})$"]
             for resource, level in grants.items()
         ]

@@ -1,0 +1,38 @@
+"""The demo data the first README command loads."""
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from headend.catalog.models import Package
+from headend.cli import main
+from headend.db import db
+from headend.demo import SUBSCRIBERS_PER_TENANT, TENANTS
+from headend.subscribers.models import Subscriber, Subscription
+from headend.tenancy.context import acting_as
+from headend.tenancy.models import Tenant
+from headend.tenancy.permissions import TENANT_ROLES
+from headend.testing import login
+
+
+def test_demo_loads_once_and_every_role_can_log_in(app):
+    env = {"HEADEND_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"]}
+    result = CliRunner().invoke(main, ["demo", "--if-empty"], env=env, catch_exceptions=False)
+    assert "operator" in result.output and "valley-readonly" in result.output
+    again = CliRunner().invoke(main, ["demo", "--if-empty"], env=env, catch_exceptions=False)
+    assert "already loaded" in again.output
+    with app.app_context(), acting_as(None):
+        assert db.session.scalar(select(func.count()).select_from(Tenant)) == len(TENANTS)
+        assert db.session.scalar(select(func.count()).select_from(Subscriber)) == \
+            SUBSCRIBERS_PER_TENANT * len(TENANTS)
+        triple = db.session.scalars(select(Package).where(Package.name == "Triple Play")).first()
+        assert {line.service.type for line in triple.service_lines} == {"internet", "tv", "voip"}
+        assert set(triple.offered_cycles()) == {"monthly", "quarterly", "semiannual", "annual"}
+        active = db.session.scalars(select(Subscription).where(
+            Subscription.status == "active")).first()
+        assert active.subscriber.status == "active"
+    for slug in ("valley", "summit"):
+        for role in TENANT_ROLES:
+            client = login(app.test_client(), f"{slug}-{role.lower()}", "headend-demo")
+            assert client.get("/subscriberview/list/").status_code == 200
+    operator = login(app.test_client(), "operator", "headend-demo")
+    assert "Summit Wireless" in operator.get("/tenantview/list/").get_data(as_text=True)
