@@ -35,12 +35,12 @@ SERVICES = (
 )
 ITEMS = (
     # code, name, type, price, recurring, income account code
-    ("RTR-AC1200", "Wi-Fi router AC1200", "equipment", D("89.00"), False, "4400"),
-    ("RTR-RENT", "Router rental", "equipment", D("7.00"), True, "4400"),
-    ("STB-HD", "HD set-top box", "equipment", D("5.00"), True, "4400"),
-    ("INSTALL", "Professional installation", "fee", D("99.00"), False, "4500"),
-    ("PAPER", "Paper invoice fee", "fee", D("2.50"), False, "4600"),
-    ("LOYALTY", "Loyalty discount", "discount", D("-10.00"), True, "4000"),
+    ("RTR-AC1200", "Wi-Fi router AC1200", "equipment", D("89.00"), False, "4300"),
+    ("RTR-RENT", "Router rental", "equipment", D("7.00"), True, "4300"),
+    ("STB-HD", "HD set-top box", "equipment", D("5.00"), True, "4300"),
+    ("INSTALL", "Professional installation", "fee", D("99.00"), False, "4400"),
+    ("PAPER", "Paper invoice fee", "fee", D("2.50"), False, "4700"),
+    ("LOYALTY", "Loyalty discount", "discount", D("10.00"), True, "4900"),
 )
 # name, (setup, monthly, quarterly, semiannual, annual), lines, (down, up Mbps), inclusions
 PACKAGES = (

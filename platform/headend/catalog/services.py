@@ -59,6 +59,7 @@ DEFAULT_CHART: tuple[tuple[str, str, str], ...] = (
     ("4400", "Setup and Installation Fees", "income"),
     ("4500", "Late Fee Income", "income"),
     ("4600", "Usage Overage Income", "income"),
+    ("4700", "Service Fees (paper invoice, re-billing)", "income"),
     ("4900", "Discounts Given", "income"),
     ("6000", "Bad Debt Expense", "expense"),
     ("6100", "Payment Processing Fees", "expense"),
