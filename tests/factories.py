@@ -11,6 +11,7 @@ from decimal import Decimal as D
 
 from headend.audit.models import AuditLog
 from headend.catalog import models as cat
+from headend.ledger.models import JournalEntry
 from headend.subscribers import models as sub
 from headend.tenancy.context import current_scope
 from sqlalchemy.orm import Session
@@ -44,6 +45,18 @@ def _subscription(s: Session) -> sub.Subscription:
     return add_package(s, subscriber.id, package.id, billing_cycle="monthly")
 
 
+def _journal_entry(s: Session):
+    import datetime as dt
+
+    from headend.ledger.services import LegSpec, post_entry
+
+    n, subscriber = next(_seq), _subscriber(s)
+    return post_entry(s, key=f"test-{n}", entry_date=dt.date(2024, 1, 1), source_type="test",
+                      source_id=n, description=f"Test entry {n}",
+                      legs=[LegSpec("1200", debit=100, subscriber_id=subscriber.id),
+                            LegSpec("4000", credit=100)])
+
+
 def _audit(s: Session) -> AuditLog:
     row = AuditLog(tenant_id=current_scope().tenant_id, actor_name="test", action="create",
                    entity="x", entity_id="1")
@@ -69,6 +82,7 @@ BUILDERS = {
     sub.Subscription: _subscription,
     sub.ServiceInstance: lambda s: _subscription(s).services[0],
     AuditLog: _audit,
+    JournalEntry: _journal_entry,
 }
 
 

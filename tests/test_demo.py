@@ -1,8 +1,6 @@
 """The demo data the first README command loads."""
 
 from click.testing import CliRunner
-from sqlalchemy import func, select
-
 from headend.catalog.models import Package
 from headend.cli import main
 from headend.db import db
@@ -12,6 +10,7 @@ from headend.tenancy.context import acting_as
 from headend.tenancy.models import Tenant
 from headend.tenancy.permissions import TENANT_ROLES
 from headend.testing import login
+from sqlalchemy import func, select
 
 
 def test_demo_loads_once_and_every_role_can_log_in(app):

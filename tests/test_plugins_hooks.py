@@ -6,6 +6,7 @@ import pytest
 from flask_appbuilder import BaseView, expose
 from headend import hookimpl
 from headend.app import create_app
+from headend.db import db
 from headend.plugins import events, manager
 from headend.plugins.interfaces import (
     ConfigSchema,
@@ -165,7 +166,8 @@ def everything(app):
 def test_registration_hooks_fill_the_registry_by_kind(app, everything):
     pm = app.extensions["headend_plugins"]
     assert [p.plugin_id for p in pm.of_kind("payment_gateway")] == ["echo_gateway"]
-    assert [p.plugin_id for p in pm.of_kind("tax_engine")] == ["zero_tax"]
+    tax_engines = [p.plugin_id for p in pm.of_kind("tax_engine")]
+    assert tax_engines[-1] == "zero_tax"  # after the installed ones (plugins/taxes/*)
     assert [p.plugin_id for p in pm.of_kind("router_driver")] == ["null_router"]
     assert [p.plugin_id for p in pm.of_kind("invoice_form")] == ["text_form"]
     form = pm.get("text_form")
@@ -182,21 +184,54 @@ def test_registry_forgets_an_unregistered_plugin(app, everything):
     assert pm.get("echo_gateway") is not None
 
 
-def test_every_event_hook_reaches_the_plugin(app, everything):
+def _enable(app, tenant_id, plugin_id):
+    from headend.plugins.services import set_enabled
+    from headend.tenancy.context import acting_as
+
+    with app.app_context(), acting_as(tenant_id):
+        set_enabled(db.session, plugin_id, True)
+        db.session.commit()
+
+
+def test_every_event_hook_reaches_the_plugin(app, everything, make_tenant):
+    t = make_tenant("Events ISP", "events-isp")
+    _enable(app, t, "zero_tax")
+    everything.events.clear()
     with app.app_context():
-        events.fire("tenant_created", tenant_id=1)
-        events.fire("subscriber_created", tenant_id=1, subscriber_id=2)
-        events.fire("subscription_added", tenant_id=1, subscription_id=3)
-        events.fire("subscription_activated", tenant_id=1, subscription_id=3)
-        events.fire("invoice_posted", tenant_id=1, invoice_id=4)
-        assert events.fire("payment_received", tenant_id=1, payment_id=5) == ["seen"]
-        events.fire("service_suspended", tenant_id=1, subscription_id=3)
-        events.fire("service_restored", tenant_id=1, subscription_id=3)
+        events.fire("tenant_created", tenant_id=t)
+        events.fire("subscriber_created", tenant_id=t, subscriber_id=2)
+        events.fire("subscription_added", tenant_id=t, subscription_id=3)
+        events.fire("subscription_activated", tenant_id=t, subscription_id=3)
+        events.fire("invoice_posted", tenant_id=t, invoice_id=4)
+        assert events.fire("payment_received", tenant_id=t, payment_id=5) == ["seen"]
+        events.fire("service_suspended", tenant_id=t, subscription_id=3)
+        events.fire("service_restored", tenant_id=t, subscription_id=3)
     assert everything.events == [
-        ("tenant_created", 1), ("subscriber_created", 1, 2), ("subscription_added", 1, 3),
-        ("subscription_activated", 1, 3), ("invoice_posted", 1, 4), ("payment_received", 1, 5),
-        ("service_suspended", 1, 3), ("service_restored", 1),
+        ("tenant_created", t), ("subscriber_created", t, 2), ("subscription_added", t, 3),
+        ("subscription_activated", t, 3), ("invoice_posted", t, 4), ("payment_received", t, 5),
+        ("service_suspended", t, 3), ("service_restored", t),
     ]
+
+
+def test_events_reach_only_the_tenants_that_enabled_the_plugin(app, everything, make_tenant):
+    on, off = make_tenant("On ISP", "on-isp"), make_tenant("Off ISP", "off-isp")
+    _enable(app, on, "zero_tax")
+    everything.events.clear()
+    with app.app_context():
+        events.fire("invoice_posted", tenant_id=off, invoice_id=1)
+        events.fire("invoice_posted", tenant_id=on, invoice_id=2)
+    assert everything.events == [("invoice_posted", on, 2)]
+
+
+class Listener:
+    """A plugin that provides no gateway/engine/driver/form: it hears every tenant."""
+
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    def tenant_created(self, tenant_id):
+        self.events.append(("tenant_created", tenant_id))
 
 
 def test_fire_is_a_no_op_outside_an_app_and_refuses_unknown_events(everything):
@@ -291,7 +326,13 @@ def test_register_admin_views_adds_a_plugin_page(database_url, monkeypatch, app)
     assert resp.status_code == 200 and b"hello from a plugin" in resp.data
 
 
-def test_services_announce_their_events(app, everything, make_tenant):
+def test_services_announce_their_events(app, make_tenant):
     """The core fires the events itself: creating a tenant reaches tenant_created."""
-    tenant = make_tenant("Event ISP", "event-isp")
-    assert ("tenant_created", tenant) in everything.events
+    pm = app.extensions["headend_plugins"]
+    listener = Listener()
+    pm.register(listener, name="listener")
+    try:
+        tenant = make_tenant("Event ISP", "event-isp")
+    finally:
+        pm.unregister(listener)
+    assert listener.events == [("tenant_created", tenant)]

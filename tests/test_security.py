@@ -83,3 +83,23 @@ def test_password_is_never_audited(app, make_user, ctx):
     rows = ctx.scalars(select(AuditLog).where(AuditLog.entity == "ab_user")).all()
     assert rows and all(r.after["password"] == "***" for r in rows)
     assert PASSWORD not in str([r.after for r in rows])
+
+
+def test_linking_tax_rates_to_a_subscriber_is_audited(app, make_tenant, ctx):
+    from decimal import Decimal
+
+    from headend.catalog.models import TaxRate
+    from headend.subscribers.services import create_subscriber
+    from headend.tenancy.context import acting_as
+
+    tenant = make_tenant()
+    with acting_as(tenant):
+        rate = TaxRate(label="State", kind="percent", rate=Decimal("6.25"))
+        sub = create_subscriber(ctx, first_name="Ana", last_name="Silva")
+        ctx.add(rate)
+        ctx.commit()
+        sub.tax_rates.append(rate)
+        ctx.commit()
+    row = ctx.scalars(select(AuditLog).where(AuditLog.entity == "subscriber",
+                                             AuditLog.action == "update")).one()
+    assert row.before == {"tax_rates": []} and row.after == {"tax_rates": [str(rate.id)]}

@@ -81,7 +81,7 @@ def test_profile_page_shows_the_packages_section(app, make_tenant, login_as):
     html = c.get(f"/subscriberview/profile/{sid}").get_data(as_text=True)
     assert "Packages and Services" in html and "Fiber 100" in html
     assert "000001" in html and "Ada Lovelace" in html
-    assert "0.00 USD" in html and "derived from the ledger" in html
+    assert "0.00 USD" in html and "Account history" in html
     assert 'id="add-package"' not in html  # Support cannot add subscriptions
     assert 'id="add-note"' in html
     assert "/subscriberview/profile/" in c.get(f"/subscriberview/show/{sid}").get_data(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 from flask_appbuilder import AppBuilder
+from flask_wtf.csrf import CSRFProtect
 
 import headend.audit.recorder  # noqa: F401  (registers the audit listener)
 import headend.tenancy.scoping  # noqa: F401  (registers the tenant scoping listeners)
@@ -21,6 +22,7 @@ DOMAINS = (
     "headend.subscribers",
     "headend.plugins",
     "headend.audit",
+    "headend.ledger",
 )
 
 
@@ -55,6 +57,9 @@ def create_app(config_path: str | None = None, overrides: dict | None = None) ->
 
     metadata()  # map every model before FAB configures mappers (string relationships resolve)
     db.init_app(app)
+    # Every form post needs the token (FAB's own forms carry it; so must ours). Registered before
+    # the views: FAB exempts its API blueprints, which authenticate by token, never by cookie.
+    CSRFProtect(app)
     with app.app_context():
         appbuilder = AppBuilder(update_perms=False)
         appbuilder.headend_menu = {}

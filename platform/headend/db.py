@@ -72,6 +72,9 @@ class TenantOwned:
 
     @declared_attr
     def tenant_id(cls) -> Mapped[int]:
+        # active_history: the old value is loaded before a change, so a move between tenants is
+        # seen even after the row was expired by a commit.
         return mapped_column(
-            sa.Integer, sa.ForeignKey("tenant.id", ondelete="RESTRICT"), nullable=False, index=True
+            sa.Integer, sa.ForeignKey("tenant.id", ondelete="RESTRICT"), nullable=False,
+            index=True, active_history=True,
         )

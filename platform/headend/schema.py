@@ -11,6 +11,7 @@ MODEL_MODULES = (
     "headend.catalog.models",
     "headend.subscribers.models",
     "headend.plugins.models",
+    "headend.ledger.models",
 )
 
 

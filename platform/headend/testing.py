@@ -35,6 +35,21 @@ def test_db_kind() -> str:
     return kind
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "postgresql_only: tests of PostgreSQL-only mechanisms (database triggers); "
+        "not collected on the SQLite run, whose guards have their own tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if test_db_kind() == "postgresql":
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgresql_only")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     if test_db_kind() == "sqlite":

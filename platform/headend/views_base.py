@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import abort, flash, request
 from flask_appbuilder import ModelRestApi, ModelView, expose
 from flask_appbuilder.exceptions import DatabaseException
+from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.urltools import (
     get_filter_args,
     get_order_args,
@@ -19,23 +20,55 @@ from flask_appbuilder.urltools import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from headend.api_schema import HeadendSchemaConverter
 from headend.db import db
-from headend.errors import ValidationFailed
+from headend.errors import DomainError, ValidationFailed
 from headend.tenancy.scoping import TenantScopeError
 from headend.ui import PermissionsMixin
 
-# What a write can fail with after validation passed: a race on a unique key, or an operator
-# who has not chosen the tenant to act for.
+# What a commit in a custom view can fail with after validation passed: a race on a unique key,
+# or an operator who has not chosen the tenant to act for.
 WRITE_ERRORS = (SQLAlchemyError, DatabaseException, TenantScopeError)
 
 
-def _write_error_message(exc: Exception) -> str:
-    if isinstance(exc, TenantScopeError):
-        return f"{exc} (Platform > Act for tenant)"
-    cause = exc.__cause__ if isinstance(exc, DatabaseException) else exc
-    if isinstance(cause, IntegrityError):
-        return "This conflicts with an existing record (a value that must be unique is taken)."
-    return "The database refused the change; nothing was saved."
+class WriteRefused(DomainError):
+    """A write that passed validation but that the database or the tenant scope refused.
+
+    Its message is for users: never SQL or bound values (FAB's own DatabaseException message
+    carries both, and FAB's PUT handler would send it to the client).
+    """
+
+    def __init__(self, exc: Exception):
+        self.scope_error = isinstance(exc, TenantScopeError)
+        if self.scope_error:
+            message = f"{exc} (Platform > Act for tenant)"
+        elif isinstance(exc, IntegrityError):
+            message = "This conflicts with an existing record (a value that must be unique " \
+                      "is taken, or a row still refers to this one)."
+        else:
+            message = "The database refused the change; nothing was saved."
+        super().__init__(message)
+
+
+class HeadendInterface(SQLAInterface):
+    """FAB's datamodel whose writes fail with WriteRefused, after rolling back."""
+
+    def _write(self, write, item) -> None:
+        try:
+            write(item)
+        except WRITE_ERRORS as exc:
+            self.session.rollback()
+            cause = exc.__cause__ if isinstance(exc, DatabaseException) else exc
+            raise WriteRefused(cause or exc) from exc
+
+    def add(self, item, commit: bool = True) -> None:
+        self._write(lambda i: super(HeadendInterface, self).add(i, commit), item)
+
+    def edit(self, item, commit: bool = True) -> None:
+        self._write(lambda i: super(HeadendInterface, self).edit(i, commit), item)
+
+    def delete(self, item, commit: bool = True) -> None:
+        self._write(lambda i: super(HeadendInterface, self).delete(i, commit), item)
 
 
 def _no_validation(session, item):
@@ -69,9 +102,12 @@ class HeadendModelView(PermissionsMixin, ModelView):
     def _write(self, write, item) -> bool:
         try:
             write(item)
-        except WRITE_ERRORS as exc:
+        except WRITE_ERRORS as exc:  # raised by work done in pre_add/pre_update, before FAB's
             db.session.rollback()
-            flash(_write_error_message(exc), "danger")
+            flash(str(WriteRefused(exc)), "danger")
+            return False
+        except WriteRefused as exc:
+            flash(str(exc), "danger")
             return False
         return True
 
@@ -155,6 +191,7 @@ class HeadendModelView(PermissionsMixin, ModelView):
 
 
 class HeadendModelRestApi(PermissionsMixin, ModelRestApi):
+    model2schemaconverter = HeadendSchemaConverter
     validator = staticmethod(_no_validation)
     delete_guard = staticmethod(_no_validation)
     allow_browser_login = False  # writes need a JWT or an API key, never a bare cookie
@@ -165,10 +202,8 @@ class HeadendModelRestApi(PermissionsMixin, ModelRestApi):
         except ValidationFailed as exc:
             db.session.rollback()
             return self.response_422(message=exc.errors)
-        except WRITE_ERRORS as exc:
-            db.session.rollback()
-            return self.response(409 if isinstance(exc, TenantScopeError) else 422,
-                                 message=_write_error_message(exc))
+        except WriteRefused as exc:
+            return self.response(409 if exc.scope_error else 422, message=str(exc))
 
     def pre_add(self, item):
         with db.session.no_autoflush:

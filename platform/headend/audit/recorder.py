@@ -11,7 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from headend.audit.models import AuditLog
-from headend.db import TenantOwned, utcnow
+from headend.db import ExactDecimal, TenantOwned, utcnow
 from headend.tenancy.context import current_scope
 from headend.tenancy.models import Tenant, TenantUser
 
@@ -40,11 +40,18 @@ def _columns(obj):
     return sa.inspect(obj).mapper.column_attrs
 
 
+def _value(attr, value):
+    """What the log shows: secrets redacted, exact decimals at the scale they are stored with."""
+    if attr.key in SECRET_COLUMNS:
+        return REDACTED
+    column_type = attr.columns[0].type
+    if isinstance(column_type, ExactDecimal) and isinstance(value, decimal.Decimal):
+        value = value.quantize(decimal.Decimal(1).scaleb(-column_type.places))
+    return _jsonable(value)
+
+
 def _snapshot(obj) -> dict:
-    return {
-        attr.key: REDACTED if attr.key in SECRET_COLUMNS else _jsonable(getattr(obj, attr.key))
-        for attr in _columns(obj)
-    }
+    return {attr.key: _value(attr, getattr(obj, attr.key)) for attr in _columns(obj)}
 
 
 def _changes(obj) -> tuple[dict, dict]:
@@ -56,9 +63,18 @@ def _changes(obj) -> tuple[dict, dict]:
             continue
         old = hist.deleted[0] if hist.deleted else None
         new = hist.added[0] if hist.added else None
-        if attr.key in SECRET_COLUMNS:
-            old, new = REDACTED, REDACTED
-        before[attr.key], after[attr.key] = _jsonable(old), _jsonable(new)
+        before[attr.key], after[attr.key] = _value(attr, old), _value(attr, new)
+    for rel in state.mapper.relationships:
+        if rel.direction.name != "MANYTOMANY":
+            continue
+        hist = state.attrs[rel.key].history
+        if hist.added or hist.deleted:
+            # Ids of the rows linked and unlinked (a subscriber's tax rates, say).
+            current = {_entity_id(o) for o in getattr(obj, rel.key)}
+            removed = {_entity_id(o) for o in hist.deleted}
+            added = {_entity_id(o) for o in hist.added}
+            before[rel.key] = sorted((current - added) | removed)
+            after[rel.key] = sorted(current)
     return before, after
 
 
@@ -93,7 +109,7 @@ def _record(session: Session, flush_context) -> None:
         if _audited(obj):
             add(obj, "create", None, _snapshot(obj))
     for obj in session.dirty:
-        if _audited(obj) and session.is_modified(obj, include_collections=False):
+        if _audited(obj) and session.is_modified(obj):
             before, after = _changes(obj)
             if after:
                 add(obj, "update", before, after)

@@ -1,15 +1,15 @@
 """The audit log, read-only: who changed what, when, before and after."""
 
-from flask_appbuilder.models.sqla.interface import SQLAInterface
+
 
 from headend.audit.models import AuditLog
 from headend.tenancy import permissions as perms
 from headend.ui import add_view
-from headend.views_base import HeadendModelView
+from headend.views_base import HeadendInterface, HeadendModelView
 
 
 class AuditLogView(HeadendModelView):
-    datamodel = SQLAInterface(AuditLog)
+    datamodel = HeadendInterface(AuditLog)
     class_permission_name = perms.AUDIT
     base_permissions = ["can_read"]
     list_columns = ["at", "actor_name", "action", "entity", "entity_id"]

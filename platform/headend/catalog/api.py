@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from flask_appbuilder.models.sqla.interface import SQLAInterface
-
 from headend.catalog import models as m
 from headend.catalog import services
 from headend.tenancy import permissions as perms
-from headend.views_base import HeadendModelRestApi
+from headend.views_base import HeadendInterface, HeadendModelRestApi
 
 _LINE = ["id", "label", "quantity", "fcc_technology_code", "position"]
 _INCLUSION = ["id", "quantity", "recurring_price"]
@@ -29,7 +27,7 @@ class CatalogApi(HeadendModelRestApi):
 
 class AccountApi(CatalogApi):
     resource_name = "account"
-    datamodel = SQLAInterface(m.Account)
+    datamodel = HeadendInterface(m.Account)
     validator = staticmethod(services.validate_account)
     delete_guard = staticmethod(services.guard_account_delete)
     add_columns = edit_columns = ["code", "name", "type", "parent", "active"]
@@ -40,7 +38,7 @@ class AccountApi(CatalogApi):
 
 class TaxRateApi(CatalogApi):
     resource_name = "tax_rate"
-    datamodel = SQLAInterface(m.TaxRate)
+    datamodel = HeadendInterface(m.TaxRate)
     validator = staticmethod(services.validate_tax_rate)
     add_columns = edit_columns = ["label", "kind", "rate", "require_on_new_subscriber", "active"]
     list_columns = show_columns = ["id", *add_columns]
@@ -49,7 +47,7 @@ class TaxRateApi(CatalogApi):
 
 class ItemApi(CatalogApi):
     resource_name = "item"
-    datamodel = SQLAInterface(m.Item)
+    datamodel = HeadendInterface(m.Item)
     validator = staticmethod(services.validate_item)
     delete_guard = staticmethod(services.guard_item_delete)
     add_columns = edit_columns = [
@@ -65,7 +63,7 @@ class ItemApi(CatalogApi):
 
 class ServiceApi(CatalogApi):
     resource_name = "service"
-    datamodel = SQLAInterface(m.Service)
+    datamodel = HeadendInterface(m.Service)
     validator = staticmethod(services.validate_service)
     delete_guard = staticmethod(services.guard_service_delete)
     add_columns = edit_columns = ["name", "type", "description"]
@@ -75,7 +73,7 @@ class ServiceApi(CatalogApi):
 
 class PackageApi(CatalogApi):
     resource_name = "package"
-    datamodel = SQLAInterface(m.Package)
+    datamodel = HeadendInterface(m.Package)
     validator = staticmethod(services.validate_package)
     delete_guard = staticmethod(services.guard_package_delete)
     add_columns = edit_columns = _PACKAGE
@@ -93,7 +91,7 @@ class PackageApi(CatalogApi):
 
 class PackageServiceLineApi(CatalogApi):
     resource_name = "package_service_line"
-    datamodel = SQLAInterface(m.PackageServiceLine)
+    datamodel = HeadendInterface(m.PackageServiceLine)
     validator = staticmethod(services.validate_service_line)
     delete_guard = staticmethod(services.guard_service_line_delete)
     add_columns = edit_columns = [
@@ -107,7 +105,7 @@ class PackageServiceLineApi(CatalogApi):
 
 class PackageInclusionApi(CatalogApi):
     resource_name = "package_inclusion"
-    datamodel = SQLAInterface(m.PackageInclusion)
+    datamodel = HeadendInterface(m.PackageInclusion)
     validator = staticmethod(services.validate_inclusion)
     add_columns = edit_columns = ["package", "item", "quantity", "recurring_price"]
     list_columns = show_columns = ["id", "package.id", "item.id", "quantity", "recurring_price"]
@@ -116,7 +114,7 @@ class PackageInclusionApi(CatalogApi):
 
 class InternetProfileApi(CatalogApi):
     resource_name = "internet_profile"
-    datamodel = SQLAInterface(m.InternetProfile)
+    datamodel = HeadendInterface(m.InternetProfile)
     validator = staticmethod(services.validate_internet_profile)
     add_columns = edit_columns = _PROFILE
     list_columns = show_columns = ["id", "package.id", *m.INTERNET_PROFILE_DEFAULTS]

@@ -6,7 +6,7 @@ each bad field; nothing here commits. Queries are tenant-scoped by headend.tenan
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy import func, select
@@ -35,9 +35,13 @@ from headend.catalog.models import (
     TaxRate,
 )
 from headend.errors import ValidationFailed, raise_if, require
+from headend.money import parse_decimal
 
 # Subscriptions in these states hold their service lines (and so their package).
 LIVE_STATUSES = ("pending", "active", "hibernating", "suspended")
+
+# A package line's units each become a service instance per subscription unit: keep it bounded.
+MAX_LINE_QUANTITY = 100
 
 # Well-known accounts other domains post to.
 CASH, UNDEPOSITED_FUNDS, ACCOUNTS_RECEIVABLE = "1000", "1010", "1200"
@@ -85,30 +89,11 @@ def _decimal(errors: dict, field: str, value, *, places: int = 4, required: bool
     if value is None or value == "":
         require(errors, field, not required, "is required")
         return None
-    if isinstance(value, bool) or isinstance(value, float):
-        errors.setdefault(field, []).append("must be an exact decimal number, not a float")
-        return None
     try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        errors.setdefault(field, []).append("must be a number")
+        return parse_decimal(value, places=places, maximum=maximum)
+    except ValueError as exc:
+        errors.setdefault(field, []).append(str(exc))
         return None
-    if not number.is_finite():
-        errors.setdefault(field, []).append("must be a number")
-        return None
-    if number < 0:
-        errors.setdefault(field, []).append("cannot be negative")
-        return None
-    if number >= Decimal(10) ** (18 - places):
-        errors.setdefault(field, []).append("is too large")
-        return None
-    if maximum is not None and number > maximum:
-        errors.setdefault(field, []).append(f"cannot exceed {maximum}")
-        return None
-    if number.normalize().as_tuple().exponent < -places:
-        errors.setdefault(field, []).append(f"allows at most {places} decimal places")
-        return None
-    return number
 
 
 def _with_defaults(obj):
@@ -130,12 +115,17 @@ def _choice(errors: dict, field: str, value, choices) -> None:
     require(errors, field, value in choices, f"must be one of: {', '.join(choices)}")
 
 
-def _count(errors: dict, field: str, value, *, minimum: int = 1, required: bool = True) -> None:
+def _count(errors: dict, field: str, value, *, minimum: int = 1, maximum: int | None = None,
+           required: bool = True) -> None:
     if value is None:
         require(errors, field, not required, "is required")
         return
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    require(errors, field, ok, f"must be a whole number of at least {minimum}")
+    if maximum is None:
+        require(errors, field, ok, f"must be a whole number of at least {minimum}")
+    else:
+        require(errors, field, ok and value <= maximum,
+                f"must be a whole number from {minimum} to {maximum}")
 
 
 def _unique(session: Session, errors: dict, obj, field: str, message: str) -> None:
@@ -262,7 +252,7 @@ def validate_service_line(session: Session, line: PackageServiceLine) -> None:
     require(errors, "service", _related(session, line, "service", Service) is not None,
             "is required")
     _text(errors, "label", line.label)
-    _count(errors, "quantity", line.quantity)
+    _count(errors, "quantity", line.quantity, maximum=MAX_LINE_QUANTITY)
     code = line.fcc_technology_code
     if code is not None:
         require(errors, "fcc_technology_code", fcc.is_known(code),
@@ -278,7 +268,7 @@ def validate_inclusion(session: Session, inclusion: PackageInclusion) -> None:
             "is required")
     require(errors, "item", _related(session, inclusion, "item", Item) is not None,
             "is required")
-    _count(errors, "quantity", inclusion.quantity)
+    _count(errors, "quantity", inclusion.quantity, maximum=MAX_LINE_QUANTITY)
     _decimal(errors, "recurring_price", inclusion.recurring_price)
     raise_if(errors)
 

@@ -7,7 +7,6 @@ import sqlalchemy as sa
 from flask import flash, redirect, request
 from flask_appbuilder.actions import action
 from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
-from flask_appbuilder.models.sqla.interface import SQLAInterface
 from wtforms import BooleanField, DecimalField, SelectField
 from wtforms.validators import Optional
 
@@ -16,8 +15,16 @@ from headend.catalog import models as m
 from headend.db import db
 from headend.errors import ValidationFailed
 from headend.tenancy import permissions as perms
-from headend.ui import add_view, add_view_no_menu
-from headend.views_base import HeadendModelView
+from headend.ui import (
+    LinkedListMixin,
+    add_view,
+    add_view_no_menu,
+    decimal_text,
+    formatters_for,
+    labels_for,
+    titled,
+)
+from headend.views_base import HeadendInterface, HeadendModelView
 
 CATEGORY = "Catalog"
 
@@ -26,10 +33,11 @@ def _or_none(value):
     return value or None
 
 
-def _select(label: str, values, coerce=str) -> SelectField:
+def _select(label: str, values, coerce=str, *, default=None) -> SelectField:
     return SelectField(
         label,
         choices=[(v, v.replace("_", " ")) for v in values],
+        default=default,
         widget=Select2Widget(),
         validate_choice=False,
         coerce=coerce,
@@ -53,9 +61,23 @@ def _booleans(model) -> dict:
     }
 
 
+def _fcc_text(code: int | None) -> str:
+    if code is None:
+        return "—"
+    return f"{code} {fcc.FIXED_TECHNOLOGY_CODES.get(code, '')}".strip()
+
+
+def _column_default(model, name: str):
+    default = sa.inspect(model).columns[name].default
+    return default.arg if default is not None and default.is_scalar else None
+
+
 def _fields(model, *, selects: dict | None = None, decimals: dict | None = None) -> dict:
     fields = _booleans(model)
-    fields |= {name: _select(*spec) for name, spec in (selects or {}).items()}
+    # A select starts on the column's default (a new package is "both" customer types and taxed
+    # per subscriber), not on its first choice.
+    fields |= {name: _select(*spec, default=_column_default(model, name))
+               for name, spec in (selects or {}).items()}
     fields.update({name: _decimal(label) for name, label in (decimals or {}).items()})
     return fields
 
@@ -64,8 +86,11 @@ class CatalogView(HeadendModelView):
     class_permission_name = perms.CATALOG
 
 
+@titled("Chart of accounts", "account")
 class AccountView(CatalogView):
-    datamodel = SQLAInterface(m.Account)
+    datamodel = HeadendInterface(m.Account)
+    formatters_columns = formatters_for(m.Account)
+    label_columns = labels_for(m.Account)
     validator = staticmethod(services.validate_account)
     delete_guard = staticmethod(services.guard_account_delete)
     list_columns = ["code", "name", "type", "parent", "active"]
@@ -78,13 +103,15 @@ class AccountView(CatalogView):
     )
 
 
+@titled("Tax rates", "tax rate")
 class TaxRateView(CatalogView):
-    datamodel = SQLAInterface(m.TaxRate)
+    datamodel = HeadendInterface(m.TaxRate)
+    formatters_columns = formatters_for(m.TaxRate)
     validator = staticmethod(services.validate_tax_rate)
     list_columns = ["label", "kind", "rate", "require_on_new_subscriber", "active"]
     add_columns = edit_columns = show_columns = list_columns
     search_columns = ["label", "kind", "active"]
-    label_columns = {"rate": "Rate (percent, or flat amount)"}
+    label_columns = labels_for(m.TaxRate, rate="Rate (percent, or flat amount)")
     add_form_extra_fields = edit_form_extra_fields = _fields(
         m.TaxRate,
         selects={"kind": ("Kind", m.TAX_KINDS)},
@@ -92,8 +119,11 @@ class TaxRateView(CatalogView):
     )
 
 
+@titled("Items", "item")
 class ItemView(CatalogView):
-    datamodel = SQLAInterface(m.Item)
+    datamodel = HeadendInterface(m.Item)
+    formatters_columns = formatters_for(m.Item)
+    label_columns = labels_for(m.Item)
     validator = staticmethod(services.validate_item)
     delete_guard = staticmethod(services.guard_item_delete)
     list_columns = ["code", "name", "type", "price", "recurring", "taxable", "active"]
@@ -114,8 +144,11 @@ class ItemView(CatalogView):
     )
 
 
+@titled("Services", "service")
 class ServiceView(CatalogView):
-    datamodel = SQLAInterface(m.Service)
+    datamodel = HeadendInterface(m.Service)
+    formatters_columns = formatters_for(m.Service)
+    label_columns = labels_for(m.Service)
     validator = staticmethod(services.validate_service)
     delete_guard = staticmethod(services.guard_service_delete)
     list_columns = ["name", "type", "description"]
@@ -126,11 +159,16 @@ class ServiceView(CatalogView):
     )
 
 
+@titled("Service lines", "service line")
 class PackageServiceLineView(CatalogView):
-    datamodel = SQLAInterface(m.PackageServiceLine)
+    datamodel = HeadendInterface(m.PackageServiceLine)
     validator = staticmethod(services.validate_service_line)
     delete_guard = staticmethod(services.guard_service_line_delete)
-    list_columns = ["package", "label", "service", "quantity", "fcc_technology_code"]
+    formatters_columns = formatters_for(m.PackageServiceLine) | {
+        "fcc_technology_code": _fcc_text,
+    }
+    # Shown as a tab of its package, so the package column would only repeat it.
+    list_columns = ["label", "service", "quantity", "fcc_technology_code"]
     add_columns = edit_columns = show_columns = [
         "package",
         "service",
@@ -140,7 +178,7 @@ class PackageServiceLineView(CatalogView):
         "position",
     ]
     search_columns = ["label", "fcc_technology_code"]
-    label_columns = {"fcc_technology_code": "FCC technology code"}
+    label_columns = labels_for(m.PackageServiceLine, fcc_technology_code="FCC technology code")
     add_form_extra_fields = edit_form_extra_fields = {
         "fcc_technology_code": SelectField(
             "FCC technology code",
@@ -152,13 +190,18 @@ class PackageServiceLineView(CatalogView):
     }
 
 
+@titled("Inclusions", "inclusion")
 class PackageInclusionView(CatalogView):
-    datamodel = SQLAInterface(m.PackageInclusion)
+    datamodel = HeadendInterface(m.PackageInclusion)
+    label_columns = labels_for(m.PackageInclusion)
     validator = staticmethod(services.validate_inclusion)
-    list_columns = ["package", "item", "quantity", "recurring_price"]
-    add_columns = edit_columns = show_columns = list_columns
+    add_columns = edit_columns = show_columns = ["package", "item", "quantity", "recurring_price"]
+    list_columns = ["item", "quantity", "recurring_price"]  # a tab of its package
     search_columns = ["quantity"]
     description_columns = {"recurring_price": "Leave empty or 0 to include the item for free."}
+    formatters_columns = formatters_for(m.PackageInclusion) | {
+        "recurring_price": lambda price: decimal_text(price) if price else "Free",
+    }
     add_form_extra_fields = edit_form_extra_fields = _fields(
         m.PackageInclusion, decimals={"recurring_price": "Recurring price"}
     )
@@ -197,11 +240,14 @@ _PROFILE_FIELDSETS = [
 ]
 
 
+@titled("Internet profile", "Internet profile")
 class InternetProfileView(CatalogView):
-    datamodel = SQLAInterface(m.InternetProfile)
+    datamodel = HeadendInterface(m.InternetProfile)
+    formatters_columns = formatters_for(m.InternetProfile)
+    label_columns = labels_for(m.InternetProfile)
     validator = staticmethod(services.validate_internet_profile)
     method_permission_name = {**perms.METHOD_PERMISSIONS, "restore_defaults": perms.WRITE}
-    list_columns = ["package", "download_speed", "upload_speed", "speed_unit", "data_limit_gb"]
+    list_columns = ["download_speed", "upload_speed", "speed_unit", "data_limit_gb"]
     add_fieldsets = edit_fieldsets = show_fieldsets = _PROFILE_FIELDSETS
     search_columns = ["download_speed", "upload_speed"]
     add_form_extra_fields = edit_form_extra_fields = _fields(
@@ -264,8 +310,12 @@ _OPTIONS = [
 _TAXES = ["tax_mode", "custom_tax_kind", "custom_tax_cycle_rate", "custom_tax_setup_rate"]
 
 
-class PackageView(CatalogView):
-    datamodel = SQLAInterface(m.Package)
+@titled("Packages", "package")
+class PackageView(LinkedListMixin, CatalogView):
+    datamodel = HeadendInterface(m.Package)
+    formatters_columns = formatters_for(m.Package)
+    link_columns = ("name",)
+    show_template = "catalog/package_show.html"
     validator = staticmethod(services.validate_package)
     delete_guard = staticmethod(services.guard_package_delete)
     related_views = [PackageServiceLineView, PackageInclusionView, InternetProfileView]
@@ -277,11 +327,12 @@ class PackageView(CatalogView):
     ]
     search_columns = ["name", "customer_type", "active"]
     base_order = ("name", "asc")
-    label_columns = {
-        "price_semiannual": "Price semi-annual",
-        "acp_participation": "ACP participation",
-        "location_id": "Location",
-    }
+    label_columns = labels_for(
+        m.Package,
+        price_semiannual="Price semi-annual",
+        acp_participation="ACP participation",
+        location_id="Location",
+    )
     add_form_extra_fields = edit_form_extra_fields = _fields(
         m.Package,
         selects={

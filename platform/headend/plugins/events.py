@@ -13,7 +13,7 @@ from headend.plugins.hookspecs import event_names
 
 
 def fire(name: str, **kwargs) -> list:
-    """Call every plugin's `name` hook with `kwargs`; return their non-None results."""
+    """Call `name` on the plugins that are on for kwargs["tenant_id"]; return their results."""
     if name not in event_names():
         raise ValueError(f"{name!r} is not an event hook; one of {', '.join(event_names())}")
     if not has_app_context():
@@ -21,4 +21,4 @@ def fire(name: str, **kwargs) -> list:
     pm = current_app.extensions.get("headend_plugins")
     if pm is None:
         return []
-    return getattr(pm.hook, name)(**kwargs)
+    return pm.event_caller(name, kwargs["tenant_id"])(**kwargs)

@@ -20,7 +20,8 @@ from headend.plugins.config_schema import ConfigSchema, Field
 
 __all__ = [
     "ConfigSchema", "Field", "Plugin", "PaymentGateway", "PaymentStatus", "PaymentResult",
-    "TaxEngine", "TaxLine", "TaxRequest", "TaxDetail", "TaxLineResult", "TaxResult",
+    "TaxEngine", "TaxRateSpec", "TaxLine", "TaxRequest", "TaxDetail", "TaxLineResult", "TaxResult",
+    "TaxEngineUnavailable", "TaxEngineRejected",
     "RouterDriver", "RouterEntry", "RouterDiff", "InvoiceForm", "KINDS",
 ]
 
@@ -107,6 +108,29 @@ class PaymentGateway(Plugin):
 # --- taxes ------------------------------------------------------------------------------
 
 
+class TaxEngineUnavailable(RuntimeError):
+    """The engine could not be reached or failed on its side (timeout, 5xx): nothing is known to
+    be recorded, so the core keeps the document waiting and retries with backoff."""
+
+
+class TaxEngineRejected(ValueError):
+    """The engine refused the request (credentials, validation): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class TaxRateSpec:
+    """A tenant tax rate the core decided applies to a line; engines that compute locally use it.
+
+    `rate` is a percent for kind "percent" (7.25 means 7.25 %) and an amount per unit in major
+    currency units for kind "flat" (charged once per cycle per unit).
+    """
+
+    label: str
+    kind: str  # "percent" | "flat"
+    rate: Decimal
+    tax_rate_id: int | None = None
+
+
 @dataclass(frozen=True)
 class TaxLine:
     number: int
@@ -116,6 +140,7 @@ class TaxLine:
     tax_code: str = ""
     tax_included: bool = False
     exemption_code: str = ""
+    rates: tuple[TaxRateSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,14 +151,16 @@ class TaxRequest:
     currency: str
     address: Mapping[str, str]  # line1, city, region, country, postal_code
     lines: tuple[TaxLine, ...]
+    rounding: str = "line"  # "line": round each line's tax; "invoice": round the sums per label
 
 
 @dataclass(frozen=True)
 class TaxDetail:
     jurisdiction: str
     tax_name: str
-    rate: Decimal
+    rate: Decimal  # percent for percent taxes (6.25), the per-unit amount for flat ones
     tax: int
+    tax_rate_id: int | None = None  # the tenant's rate it came from, when the core supplied it
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ class HeadendPluginManager(pluggy.PluginManager):
                             f"{found[pid][1]!r}"
                         )
                     found[pid] = (obj, impl.plugin_name)
+        self._owners = {pid: owner for pid, (_, owner) in found.items()}
         return {pid: obj for pid, (obj, _) in found.items()}
 
     def get(self, plugin_id: str) -> Plugin | None:
@@ -99,18 +100,34 @@ class HeadendPluginManager(pluggy.PluginManager):
             raise ValueError(f"unknown plugin kind {kind!r}; one of {', '.join(KINDS)}")
         return [p for p in self.registry.values() if p.kind == kind]
 
-    def plugins_for(self, tenant_id: int, kind: str) -> list[Plugin]:
-        """The plugins of `kind` that `tenant_id` has enabled (needs an app context)."""
+    def enabled_ids(self, tenant_id: int) -> set[str]:
+        """The plugin_ids `tenant_id` has enabled (needs an app context)."""
         from headend.db import db
         from headend.plugins.models import PluginConfiguration
         from headend.tenancy.context import acting_as
 
-        candidates = self.of_kind(kind)
         with acting_as(tenant_id):
-            enabled = set(db.session.scalars(
+            return set(db.session.scalars(
                 select(PluginConfiguration.plugin_id).where(PluginConfiguration.enabled)
             ))
-        return [p for p in candidates if p.plugin_id in enabled]
+
+    def plugins_for(self, tenant_id: int, kind: str) -> list[Plugin]:
+        """The plugins of `kind` that `tenant_id` has enabled (needs an app context)."""
+        enabled = self.enabled_ids(tenant_id)
+        return [p for p in self.of_kind(kind) if p.plugin_id in enabled]
+
+    def event_caller(self, name: str, tenant_id: int):
+        """The `name` hook of the plugins that are on for `tenant_id`.
+
+        A plugin that provides gateways, engines, drivers or forms hears a tenant's events only
+        when the tenant enabled one of them; a plugin that provides none (a pure listener) hears
+        every tenant's.
+        """
+        self.registry  # noqa: B018  (fills _owners)
+        enabled = self.enabled_ids(tenant_id)
+        on = {owner for pid, owner in self._owners.items() if pid in enabled}
+        off = set(self._owners.values()) - on
+        return self.subset_hook_caller(name, remove_plugins=[self.get_plugin(n) for n in off])
 
 
 def load_entry_points(pm: HeadendPluginManager, allowlist: set[str] | None) -> list[str]:

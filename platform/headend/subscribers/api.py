@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import request
-from flask_appbuilder.models.sqla.interface import SQLAInterface
 
 from headend.db import db
 from headend.errors import ValidationFailed
@@ -13,7 +12,7 @@ from headend.subscribers import services
 from headend.subscribers.models import Subscriber, SubscriberNote, Subscription
 from headend.subscribers.views import SearchTextFilter, note_by_current_user
 from headend.tenancy import permissions as perms
-from headend.views_base import HeadendModelRestApi
+from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelRestApi, WriteRefused
 
 _SUBSCRIBER_FIELDS = [
     "account_number", "first_name", "last_name", "company", "customer_type", "email", "phone",
@@ -31,7 +30,7 @@ class SubscriberApi(HeadendModelRestApi):
     """Search with `q=(filters:!((col:search_text,opr:search,value:'smith 555')))`."""
 
     resource_name = "subscriber"
-    datamodel = SQLAInterface(Subscriber)
+    datamodel = HeadendInterface(Subscriber)
     class_permission_name = perms.SUBSCRIBERS
     validator = staticmethod(services.prepare_subscriber)
     delete_guard = staticmethod(services.guard_subscriber_delete)
@@ -50,16 +49,18 @@ class SubscriberApi(HeadendModelRestApi):
         # NOT NULL in the table, but numbered automatically when left out.
         self.add_model_schema.fields["account_number"].required = False
 
-    def post_add(self, item):
+    def pre_add(self, item):
+        super().pre_add(item)
+        db.session.add(item)
+        db.session.flush()
         services.subscriber_created(db.session, item)
-        db.session.commit()
 
 
 class SubscriptionApi(HeadendModelRestApi):
     """POST puts a package on a subscriber exactly as the profile's "+" does (add_package)."""
 
     resource_name = "subscription"
-    datamodel = SQLAInterface(Subscription)
+    datamodel = HeadendInterface(Subscription)
     class_permission_name = perms.SUBSCRIPTIONS
     validator = staticmethod(services.validate_subscription)
     list_columns = ["id", "subscriber.id", "package.id", "package.name", *_SUBSCRIPTION_FIELDS,
@@ -72,14 +73,17 @@ class SubscriptionApi(HeadendModelRestApi):
     search_columns = ["subscriber", "package", "status", "billing_cycle"]
 
     def post_headless(self):
+        return self._guarded(self._add_package)
+
+    def _add_package(self):
         if not request.is_json or not isinstance(request.json, dict):
             return self.response_400(message="Request is not JSON")
         data = request.json
         unknown = set(data) - {"subscriber", "package", "quantity", "custom_price",
                                "billing_cycle", "bill_day", "bill_start_date"}
+        if unknown:
+            raise ValidationFailed({k: "is not accepted here" for k in sorted(unknown)})
         try:
-            if unknown:
-                raise ValidationFailed({k: "is not accepted here" for k in sorted(unknown)})
             subscription = services.add_package(
                 db.session, data.get("subscriber"), data.get("package"),
                 quantity=data.get("quantity", 1), billing_cycle=data.get("billing_cycle"),
@@ -87,9 +91,9 @@ class SubscriptionApi(HeadendModelRestApi):
                 bill_start_date=_date(data.get("bill_start_date")),
             )
             db.session.commit()
-        except ValidationFailed as exc:
+        except WRITE_ERRORS as exc:
             db.session.rollback()
-            return self.response_422(message=exc.errors)
+            raise WriteRefused(exc) from exc
         return self.response(201, id=subscription.id, result={
             "status": subscription.status,
             "billing_cycle": subscription.billing_cycle,
@@ -110,7 +114,7 @@ def _date(value) -> dt.date | None:
 
 class SubscriberNoteApi(HeadendModelRestApi):
     resource_name = "subscriber_note"
-    datamodel = SQLAInterface(SubscriberNote)
+    datamodel = HeadendInterface(SubscriberNote)
     class_permission_name = perms.NOTES
     validator = staticmethod(note_by_current_user)
     list_columns = ["id", "subscriber.id", "body", "author", "created_at"]

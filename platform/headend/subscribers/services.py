@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy import select
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from headend.catalog.models import CYCLES, Package, TaxRate
 from headend.errors import NotFound, ValidationFailed, raise_if, require
+from headend.money import parse_decimal
 from headend.plugins import events
 from headend.subscribers.models import (
     CUSTOMER_TYPES,
@@ -36,10 +37,20 @@ def _blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _parent_id(sub: Subscriber) -> int | None:
+    """The parent as the form or API set it: the relationship is current before a flush, the
+    id column only after."""
+    state = sa.inspect(sub)
+    if "parent" in state.dict:
+        parent = state.dict["parent"]
+        return parent.id if parent is not None else None
+    return sub.parent_id
+
+
 def _creates_cycle(session: Session, sub: Subscriber) -> bool:
     """True when following parents from sub.parent_id leads back to sub."""
     seen = set()
-    current = sub.parent_id
+    current = _parent_id(sub)
     while current is not None and current not in seen:
         if sub.id is not None and current == sub.id:
             return True
@@ -67,10 +78,11 @@ def validate_subscriber(session: Session, sub: Subscriber) -> None:
         value = getattr(sub, field)
         require(errors, field, value is None or -limit <= value <= limit,
                 f"must be between -{limit} and {limit}")
-    if sub.parent_id is not None:
-        exists = session.scalar(select(Subscriber.id).where(Subscriber.id == sub.parent_id))
+    parent_id = _parent_id(sub)
+    if parent_id is not None:
+        exists = session.scalar(select(Subscriber.id).where(Subscriber.id == parent_id))
         require(errors, "parent", exists is not None, "no such subscriber")
-        require(errors, "parent", sub.id is None or sub.parent_id != sub.id,
+        require(errors, "parent", sub.id is None or parent_id != sub.id,
                 "an account cannot be its own parent")
         if "parent" not in errors:
             require(errors, "parent", not _creates_cycle(session, sub),
@@ -235,18 +247,17 @@ def add_note(session: Session, subscriber_id: int, body: str, author: str) -> Su
 def _decimal(value, field: str, errors: dict) -> Decimal | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, float):
-        errors.setdefault(field, []).append("send money as a string or integer, not a float")
-        return None
     try:
-        return Decimal(str(value).strip())
-    except InvalidOperation:
-        errors.setdefault(field, []).append("is not a number")
+        return parse_decimal(value, places=4)
+    except ValueError as exc:
+        errors.setdefault(field, []).append(str(exc))
         return None
 
 
 def _int(value, field: str, errors: dict) -> int | None:
     try:
+        if isinstance(value, (bool, float)):
+            raise TypeError
         return int(value)
     except (TypeError, ValueError):
         errors.setdefault(field, []).append("must be a whole number")
@@ -272,8 +283,9 @@ def validate_subscription(session: Session, sub: Subscription) -> None:
     package = session.scalar(select(Package).where(Package.id == sub.package_id)) \
         if sub.package_id is not None else sub.package
     require(errors, "package", package is not None, "no such package")
-    require(errors, "quantity", sub.quantity is not None and sub.quantity >= 1,
-            "must be at least 1")
+    require(errors, "quantity",
+            sub.quantity is not None and 1 <= sub.quantity <= MAX_SUBSCRIPTION_QUANTITY,
+            f"must be between 1 and {MAX_SUBSCRIPTION_QUANTITY}")
     require(errors, "bill_day", sub.bill_day is None or 1 <= sub.bill_day <= 28,
             "must be between 1 and 28")
     if package is not None:
@@ -292,8 +304,13 @@ def validate_subscription(session: Session, sub: Subscription) -> None:
         if sub.custom_price is not None:
             require(errors, "custom_price", package.allow_custom_pricing,
                     "this package does not allow custom pricing")
-            require(errors, "custom_price", sub.custom_price >= 0, "must not be negative")
+            _decimal(sub.custom_price, "custom_price", errors)
     raise_if(errors)
+
+
+# Each unit becomes service instances with their own credentials: a bound keeps one request
+# from creating an unbounded number of rows.
+MAX_SUBSCRIPTION_QUANTITY = 100
 
 
 def instantiate_services(session: Session, subscription: Subscription,
@@ -325,6 +342,8 @@ def add_package(session: Session, subscriber_id, package_id, *, quantity=1, bill
                 bill_day=None) -> Subscription:
     """Put a package on a subscriber as a PENDING subscription with its service instances."""
     errors: dict = {}
+    subscriber_id = _int(subscriber_id, "subscriber", errors)
+    package_id = _int(package_id, "package", errors) if package_id not in (None, "") else None
     quantity = _int(quantity, "quantity", errors)
     price = _decimal(custom_price, "custom_price", errors)
     bill_day = None if bill_day in (None, "") else _int(bill_day, "bill_day", errors)

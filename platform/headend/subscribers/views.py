@@ -7,7 +7,6 @@ from decimal import Decimal, InvalidOperation
 from flask import abort, flash, jsonify, redirect, request, url_for
 from flask_appbuilder import expose, has_access
 from flask_appbuilder.models.filters import BaseFilter
-from flask_appbuilder.models.sqla.interface import SQLAInterface
 from markupsafe import Markup
 from wtforms import BooleanField, SelectField, StringField
 from wtforms.validators import Length, Optional
@@ -15,7 +14,8 @@ from wtforms.validators import Length, Optional
 from headend.catalog.models import CYCLES, Package
 from headend.db import db
 from headend.errors import NotFound, ValidationFailed
-from headend.money import exponent
+from headend.ledger.services import subscriber_balance
+from headend.money import from_minor
 from headend.subscribers import services
 from headend.subscribers.models import (
     CUSTOMER_TYPES,
@@ -27,8 +27,15 @@ from headend.subscribers.models import (
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import current_scope
 from headend.tenancy.models import Tenant
-from headend.ui import add_view
-from headend.views_base import HeadendModelView
+from headend.ui import (
+    LinkedListMixin,
+    add_view,
+    decimal_text,
+    formatters_for,
+    labels_for,
+    titled,
+)
+from headend.views_base import HeadendInterface, HeadendModelView
 
 _CONTACT = ["account_number", "first_name", "last_name", "company", "customer_type", "email",
             "phone", "mobile", "status"]
@@ -48,8 +55,16 @@ _FIELDSETS = [
 ]
 
 
+def _choice_text(value: str | None) -> str:
+    return value.replace("semiannual", "semi-annual").capitalize() if value else "—"
+
+
 def _choices(values) -> list[tuple[str, str]]:
-    return [(v, v.replace("semiannual", "semi-annual").capitalize()) for v in values]
+    return [(v, _choice_text(v)) for v in values]
+
+
+# Lists and show pages name a choice the way the form offers it ("Semi-annual", "Prospect").
+_CHOICE_FORMATTERS = dict.fromkeys(("customer_type", "status", "billing_cycle"), _choice_text)
 
 
 def _select_fields() -> dict:
@@ -65,16 +80,6 @@ def _select_fields() -> dict:
         "paper_invoice": BooleanField("Paper invoice"),
         "tax_exempt": BooleanField("Tax exempt"),
     }
-
-
-def money(value: Decimal | None) -> str:
-    """A price for people: no trailing zeros beyond cents (49.9900 -> 49.99, 5.005 stays)."""
-    if value is None:
-        return "—"
-    value = value.normalize()
-    if value.as_tuple().exponent > -2:
-        value = value.quantize(Decimal("0.01"))
-    return f"{value:f}"
 
 
 def _currency_of(tenant_id: int) -> str:
@@ -98,8 +103,16 @@ class SearchTextFilter(BaseFilter):
         return query.filter(services.search_clause(value))
 
 
-class SubscriberView(HeadendModelView):
-    datamodel = SQLAInterface(Subscriber)
+def _profile_link(subscriber: Subscriber | None):
+    if subscriber is None:
+        return "—"
+    return Markup('<a href="{}">{}</a>').format(
+        url_for("SubscriberView.profile", pk=subscriber.id), subscriber)
+
+
+@titled("Subscribers", "subscriber")
+class SubscriberView(LinkedListMixin, HeadendModelView):
+    datamodel = HeadendInterface(Subscriber)
     class_permission_name = perms.SUBSCRIBERS
     method_permission_name = {**perms.METHOD_PERMISSIONS, "profile": perms.READ}
     validator = staticmethod(services.prepare_subscriber)
@@ -107,14 +120,14 @@ class SubscriberView(HeadendModelView):
     list_template = "subscribers/list.html"
     show_template = "subscribers/show.html"
     list_columns = ["account_number", "first_name", "last_name", "company", "status",
-                    "service_city", "email", "phone", "id"]
-    label_columns = {"id": "Profile", "service_city": "City", "tax_rates": "Tax rates",
-                     "parent": "Parent account", "service_line1": "Address line 1",
-                     "billing_line1": "Billing line 1"}
-    formatters_columns = {
-        "id": lambda pk: Markup('<a href="{}">Open</a>').format(
-            url_for("SubscriberView.profile", pk=pk)),
-    }
+                    "service_city", "email", "phone"]
+    link_columns = ("account_number", "first_name", "last_name")
+    link_endpoint = "SubscriberView.profile"
+    label_columns = labels_for(
+        Subscriber, service_city="City", parent="Parent account", created_at="Created",
+        service_line1="Address line 1", service_line2="Address line 2",
+        billing_line1="Billing line 1", billing_line2="Billing line 2")
+    formatters_columns = formatters_for(Subscriber) | _CHOICE_FORMATTERS
     order_columns = ["account_number", "last_name", "company", "status", "service_city"]
     base_order = ("account_number", "asc")
     search_columns = ["account_number", "last_name", "first_name", "company", "email", "phone",
@@ -132,9 +145,11 @@ class SubscriberView(HeadendModelView):
             filters = filters.copy().add_filter("search_text", SearchTextFilter, q)
         return super()._get_list_widget(filters=filters, **kwargs)
 
-    def post_add(self, item):
+    def pre_add(self, item):
+        # Announced in the transaction that inserts it (FAB commits in add()).
+        db.session.add(item)
+        db.session.flush()
         services.subscriber_created(db.session, item)
-        db.session.commit()
 
     @expose("/profile/<int:pk>")
     @has_access
@@ -145,10 +160,11 @@ class SubscriberView(HeadendModelView):
         currency = _currency_of(sub.tenant_id)
         return self.render_template(
             "subscribers/profile.html", sub=sub,
-            balance=f"{Decimal(0):.{exponent(currency)}f}", currency=currency,
+            balance=f"{from_minor(subscriber_balance(db.session, sub.id), currency):,}",
+            currency=currency,
             can_add_package=current_user_has("can_write", perms.SUBSCRIPTIONS),
             can_add_note=current_user_has("can_write", perms.NOTES),
-            unit_price=_display_unit_price, money=money,
+            unit_price=_display_unit_price, money=decimal_text,
         )
 
 
@@ -175,21 +191,26 @@ def _preview_json(package: Package, cycle: str, quantity, custom_price) -> dict:
     if cycle not in package.offered_cycles():
         return {}
     preview = services.price_preview(package, cycle, qty, _form_decimal(custom_price))
-    return {k: str(v) if k == "quantity" else money(v) for k, v in preview.items()}
+    return {k: str(v) if k == "quantity" else decimal_text(v) for k, v in preview.items()}
 
 
 def _package_json(package: Package) -> dict:
     return {
         "id": package.id, "name": package.name,
         "allow_custom_pricing": package.allow_custom_pricing,
-        "setup_fee": money(package.setup_fee or Decimal(0)),
+        "setup_fee": decimal_text(package.setup_fee or Decimal(0)),
         # A list, not an object: JSON objects come back with sorted keys, cycles keep CYCLES order.
-        "cycles": [[cycle, money(price)] for cycle, price in package.offered_cycles().items()],
+        "cycles": [[cycle, decimal_text(price)]
+                   for cycle, price in package.offered_cycles().items()],
     }
 
 
+@titled("Subscriptions", "subscription")
 class SubscriptionView(HeadendModelView):
-    datamodel = SQLAInterface(Subscription)
+    datamodel = HeadendInterface(Subscription)
+    formatters_columns = formatters_for(Subscription) | _CHOICE_FORMATTERS | {
+        "subscriber": _profile_link}
+    label_columns = labels_for(Subscription, created_at="Created")
     class_permission_name = perms.SUBSCRIPTIONS
     method_permission_name = {**perms.METHOD_PERMISSIONS, "add_package": perms.WRITE,
                               "packages": perms.READ, "preview": perms.READ,
@@ -272,7 +293,7 @@ class SubscriptionView(HeadendModelView):
             "subscribers/add_package.html", sub=subscriber, packages=choices, chosen=chosen,
             package_json={p.id: _package_json(p) for p in choices}, cycle=cycle,
             quantity=values.get("quantity", "1"), custom_price=values.get("custom_price", ""),
-            q=q, errors=errors, preview=preview, money=money,
+            q=q, errors=errors, preview=preview, money=decimal_text,
         )
 
     @expose("/configure/<int:pk>")
@@ -282,18 +303,27 @@ class SubscriptionView(HeadendModelView):
         if subscription is None:
             abort(404)
         return self.render_template("subscribers/configure.html", subscription=subscription,
-                                    unit_price=_display_unit_price(subscription), money=money)
+                                    unit_price=_display_unit_price(subscription),
+                                    money=decimal_text)
 
 
 def note_by_current_user(session, note: SubscriberNote) -> None:
-    """Validator of notes written through the admin or the API: the writer is the author."""
+    """Validator of notes written through the admin or the API: the writer is the author, and
+    only the author edits a note (it would otherwise carry their name on someone else's words).
+    """
+    actor = current_scope().actor_name
     if note.id is None:
-        note.author = current_scope().actor_name
+        note.author = actor
+    elif note.author != actor:
+        raise ValidationFailed({"body": f"only its author ({note.author}) can change this note"})
     services.validate_note(session, note)
 
 
+@titled("Notes", "note")
 class SubscriberNoteView(HeadendModelView):
-    datamodel = SQLAInterface(SubscriberNote)
+    datamodel = HeadendInterface(SubscriberNote)
+    formatters_columns = {"subscriber": _profile_link}
+    label_columns = labels_for(SubscriberNote, body="Note", created_at="Written")
     class_permission_name = perms.NOTES
     method_permission_name = {**perms.METHOD_PERMISSIONS, "add_for": perms.WRITE}
     validator = staticmethod(note_by_current_user)

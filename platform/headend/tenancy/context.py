@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from flask import current_app, g, has_request_context, request
 from flask import session as http_session
+from sqlalchemy import select
 
 ALL_TENANTS = None
 NO_TENANT = 0  # no row has tenant id 0: the scope of anonymous and unassigned users
@@ -65,7 +66,8 @@ def current_scope() -> Scope:
 
 def is_operator(user) -> bool:
     admin = current_app.config["AUTH_ROLE_ADMIN"]
-    return any(role.name == admin for role in user.roles)
+    # FAB grants roles directly and through groups; both count.
+    return any(role.name == admin for role in current_app.appbuilder.sm.get_user_roles(user))
 
 
 def scope_for_user(user) -> Scope:
@@ -73,15 +75,23 @@ def scope_for_user(user) -> Scope:
     if is_operator(user):
         acting = http_session.get("acting_tenant_id") if has_request_context() else None
         return Scope(acting, user.id, name)
-    return Scope(_tenant_id_of(user) or NO_TENANT, user.id, name)
+    tenant_id = _tenant_id_of(user)
+    if tenant_id is None or not tenant_is_active(tenant_id):
+        return Scope(NO_TENANT, user.id, name)  # a suspended tenant's staff see nothing
+    return Scope(tenant_id, user.id, name)
+
+
+def tenant_is_active(tenant_id: int) -> bool:
+    from headend.db import db
+    from headend.tenancy.models import Tenant
+
+    return bool(db.session.scalar(select(Tenant.active).where(Tenant.id == tenant_id)))
 
 
 def _tenant_id_of(user) -> int | None:
     if hasattr(user, "tenant_id"):
         return user.tenant_id
     # FAB's ApiKey.user relationship loads its own User class, without our column.
-    from sqlalchemy import select
-
     from headend.db import db
     from headend.tenancy.models import TenantUser
 

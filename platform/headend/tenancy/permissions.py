@@ -15,9 +15,10 @@ SUBSCRIPTIONS = "Subscriptions"
 NOTES = "Notes"
 PLUGINS = "Plugins"
 AUDIT = "AuditLog"
+LEDGER = "Ledger"
 TENANTS = "Tenants"  # operators only
 
-RESOURCES = (CATALOG, SUBSCRIBERS, SUBSCRIPTIONS, NOTES, PLUGINS, AUDIT)
+RESOURCES = (CATALOG, SUBSCRIBERS, SUBSCRIPTIONS, NOTES, PLUGINS, AUDIT, LEDGER)
 
 METHOD_PERMISSIONS = {
     # ModelView
@@ -33,6 +34,7 @@ ROLE_GRANTS: dict[str, dict[str, str]] = {
     "Admin": {**{r: WRITE for r in RESOURCES}, AUDIT: READ},
     "Billing": {
         **_ALL_READ, CATALOG: WRITE, SUBSCRIBERS: WRITE, SUBSCRIPTIONS: WRITE, NOTES: WRITE,
+        LEDGER: WRITE,
     },
     "Support": {**_ALL_READ, NOTES: WRITE},
     "Technician": {**_ALL_READ, SUBSCRIPTIONS: WRITE, NOTES: WRITE},

@@ -43,6 +43,16 @@ class HeadendSecurityManager(SecurityManager):
                            for r in resources)
         return super().has_access(permission_name, view_name)
 
+    def auth_user_db(self, username, password):
+        """Staff of a deactivated tenant cannot log in (operators are never blocked here)."""
+        from headend.tenancy.context import is_operator, tenant_is_active
+
+        user = super().auth_user_db(username, password)
+        if user is not None and not is_operator(user) and user.tenant_id is not None \
+                and not tenant_is_active(user.tenant_id):
+            return None
+        return user
+
     def sync_roles(self) -> None:
         """Create the Operator, Public and tenant roles; permissions come from the views."""
         for name in (*self.builtin_roles, self.auth_role_admin, self.auth_role_public):

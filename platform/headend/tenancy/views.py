@@ -4,29 +4,31 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, request, session, url_for
 from flask_appbuilder import BaseView, expose, has_access
-from flask_appbuilder.models.sqla.interface import SQLAInterface
 
 from headend.db import db
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import is_operator
 from headend.tenancy.models import Tenant
 from headend.tenancy.services import tenant_created, validate_tenant
-from headend.ui import PermissionsMixin, add_view
-from headend.views_base import HeadendModelView
+from headend.ui import PermissionsMixin, add_view, optional_checkboxes
+from headend.views_base import HeadendInterface, HeadendModelView
 
 
 class TenantView(HeadendModelView):
-    datamodel = SQLAInterface(Tenant)
+    datamodel = HeadendInterface(Tenant)
     class_permission_name = perms.TENANTS
     validator = staticmethod(validate_tenant)
     list_columns = ["name", "slug", "currency", "timezone", "active", "created_at"]
     add_columns = edit_columns = ["name", "slug", "currency", "timezone", "active"]
     show_columns = ["name", "slug", "currency", "timezone", "active", "created_at"]
     search_columns = ["name", "slug"]
+    add_form_extra_fields = edit_form_extra_fields = optional_checkboxes(Tenant)
 
-    def post_add(self, item):
+    def pre_add(self, item):
+        # The tenant and everything it starts with commit together (FAB commits in add()).
+        db.session.add(item)
+        db.session.flush()
         tenant_created(db.session, item)
-        db.session.commit()
 
 
 class ActAsTenantView(PermissionsMixin, BaseView):

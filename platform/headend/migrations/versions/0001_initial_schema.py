@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:37:59.759997
+Create Date: 2026-11-25 12:49:14.527298
 """
 
 import headend.db
@@ -180,6 +180,46 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_audit_log_at"), ["at"], unique=False)
         batch_op.create_index("ix_audit_log_entity", ["entity", "entity_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_log_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "journal_entry",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("entry_date", sa.Date(), nullable=False),
+        sa.Column("posted_at", sa.DateTime(), nullable=False),
+        sa.Column("source_type", sa.String(length=30), nullable=False),
+        sa.Column("source_id", sa.BigInteger(), nullable=False),
+        sa.Column("description", sa.String(length=255), nullable=False),
+        sa.Column("key", sa.String(length=120), nullable=False),
+        sa.Column("reverses_id", sa.Integer(), nullable=True),
+        sa.Column("closed_books_override", sa.Boolean(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["reverses_id"], ["journal_entry.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("reverses_id"),
+        sa.UniqueConstraint("tenant_id", "key", name="uq_journal_entry_tenant_key"),
+    )
+    with op.batch_alter_table("journal_entry", schema=None) as batch_op:
+        batch_op.create_index("ix_journal_entry_date", ["tenant_id", "entry_date"], unique=False)
+        batch_op.create_index(
+            "ix_journal_entry_source", ["tenant_id", "source_type", "source_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_journal_entry_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "ledger_settings",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("closing_date", sa.Date(), nullable=True),
+        sa.Column("closing_mode", sa.String(length=10), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_ledger_settings_tenant"),
+    )
+    with op.batch_alter_table("ledger_settings", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_ledger_settings_tenant_id"), ["tenant_id"], unique=False
+        )
 
     op.create_table(
         "package",
@@ -483,6 +523,42 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_item_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "ledger_leg",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("entry_id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=True),
+        sa.Column("debit", sa.BigInteger(), nullable=False),
+        sa.Column("credit", sa.BigInteger(), nullable=False),
+        sa.Column("tax_rate_id", sa.Integer(), nullable=True),
+        sa.Column("jurisdiction", sa.String(length=120), nullable=True),
+        sa.Column("memo", sa.String(length=255), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.CheckConstraint(
+            "(debit > 0 AND credit = 0) OR (debit = 0 AND credit > 0)",
+            name="ck_ledger_leg_one_side",
+        ),
+        sa.CheckConstraint("credit >= 0", name="ck_ledger_leg_credit_not_negative"),
+        sa.CheckConstraint("debit >= 0", name="ck_ledger_leg_debit_not_negative"),
+        sa.ForeignKeyConstraint(["account_id"], ["account.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["entry_id"], ["journal_entry.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tax_rate_id"], ["tax_rate.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("ledger_leg", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ledger_leg_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ledger_leg_entry_id"), ["entry_id"], unique=False)
+        batch_op.create_index(
+            "ix_ledger_leg_subscriber", ["tenant_id", "subscriber_id", "account_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_ledger_leg_tax_rate_id"), ["tax_rate_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_ledger_leg_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "package_service_line",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("package_id", sa.Integer(), nullable=False),
@@ -659,6 +735,14 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_package_service_line_package_id"))
 
     op.drop_table("package_service_line")
+    with op.batch_alter_table("ledger_leg", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ledger_leg_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_ledger_leg_tax_rate_id"))
+        batch_op.drop_index("ix_ledger_leg_subscriber")
+        batch_op.drop_index(batch_op.f("ix_ledger_leg_entry_id"))
+        batch_op.drop_index(batch_op.f("ix_ledger_leg_account_id"))
+
+    op.drop_table("ledger_leg")
     with op.batch_alter_table("item", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_item_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_item_name"))
@@ -729,6 +813,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_package_name"))
 
     op.drop_table("package")
+    with op.batch_alter_table("ledger_settings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ledger_settings_tenant_id"))
+
+    op.drop_table("ledger_settings")
+    with op.batch_alter_table("journal_entry", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_journal_entry_tenant_id"))
+        batch_op.drop_index("ix_journal_entry_source")
+        batch_op.drop_index("ix_journal_entry_date")
+
+    op.drop_table("journal_entry")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_tenant_id"))
         batch_op.drop_index("ix_audit_log_entity")

@@ -1,0 +1,1 @@
+"""Billing engine: periods, proration, invoicing. `periods` and `proration` are pure (no DB)."""

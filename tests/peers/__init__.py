@@ -1,0 +1,1 @@
+"""Protocol-level fakes of the outside services Headend talks to (used by tests)."""
