@@ -15,7 +15,8 @@ import headend.tenancy.scoping  # noqa: F401  (registers the tenant scoping list
 from headend.db import db
 from headend.schema import metadata
 
-# Each domain package exposes register(appbuilder) in its views module (and api module).
+# Each domain package exposes register(appbuilder) in its views module (and api module); a
+# domain with more pages lists further modules in its own REGISTRARS tuple.
 DOMAINS = (
     "headend.tenancy",
     "headend.catalog",
@@ -23,6 +24,7 @@ DOMAINS = (
     "headend.plugins",
     "headend.audit",
     "headend.ledger",
+    "headend.billing",
 )
 
 
@@ -68,7 +70,8 @@ def create_app(config_path: str | None = None, overrides: dict | None = None) ->
 
         init_plugins(app, appbuilder)
         for domain in DOMAINS:
-            for module in ("views", "api"):
+            package = importlib.import_module(domain)
+            for module in getattr(package, "REGISTRARS", ("views", "api")):
                 try:
                     mod = importlib.import_module(f"{domain}.{module}")
                 except ModuleNotFoundError as exc:

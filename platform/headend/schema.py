@@ -12,6 +12,7 @@ MODEL_MODULES = (
     "headend.subscribers.models",
     "headend.plugins.models",
     "headend.ledger.models",
+    "headend.billing.models",
 )
 
 

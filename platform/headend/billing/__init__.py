@@ -1,1 +1,4 @@
-"""Billing engine: periods, proration, invoicing. `periods` and `proration` are pure (no DB)."""
+"""Billing: periods, proration, charges, invoices, memos and the billing run."""
+
+# Modules whose register(appbuilder) adds this domain's pages and APIs.
+REGISTRARS = ("views", "api", "memo_views", "memo_api")

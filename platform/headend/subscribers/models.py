@@ -77,6 +77,8 @@ class Subscriber(TenantOwned, Model):
     billing_cycle: Mapped[str] = mapped_column(sa.String(20), default="monthly")
     bill_day: Mapped[int] = mapped_column(default=1)
     paper_invoice: Mapped[bool] = mapped_column(default=False)
+    # Every charge of this account goes on the parent's invoice, grouped under this account.
+    bill_all_to_parent: Mapped[bool] = mapped_column(default=False)
     parent_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("subscriber.id", ondelete="RESTRICT"), index=True
     )
@@ -93,7 +95,8 @@ class Subscriber(TenantOwned, Model):
         back_populates="subscriber", order_by="SubscriberNote.created_at.desc()"
     )
     subscriptions: Mapped[list[Subscription]] = relationship(
-        back_populates="subscriber", order_by="Subscription.id"
+        back_populates="subscriber", order_by="Subscription.id",
+        foreign_keys="Subscription.subscriber_id",
     )
 
     @property
@@ -164,10 +167,21 @@ class Subscription(TenantOwned, Model):
     bill_day: Mapped[int | None] = mapped_column()
     bill_start_date: Mapped[dt.date | None] = mapped_column()
     status: Mapped[str] = mapped_column(sa.String(20), default="pending", index=True)
+    # Billed to another account (a parent paying for a child's service); None = the subscriber.
+    bill_to_subscriber_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("subscriber.id", ondelete="RESTRICT"))
+    hibernate_from: Mapped[dt.date | None] = mapped_column()
+    hibernate_until: Mapped[dt.date | None] = mapped_column()  # exclusive; None = until resumed
+    cancel_on: Mapped[dt.date | None] = mapped_column()
+    # A deferred downgrade: the package that takes over at the end of the current period.
+    scheduled_package_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("package.id", ondelete="RESTRICT"))
+    scheduled_change_on: Mapped[dt.date | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
-    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
-    package = relationship("Package")
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions",
+                                                  foreign_keys=[subscriber_id])
+    package = relationship("Package", foreign_keys=[package_id])
     services: Mapped[list[ServiceInstance]] = relationship(
         back_populates="subscription", order_by="ServiceInstance.id"
     )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:49:14.527298
+Create Date: 2026-11-25 13:08:19.744608
 """
 
 import headend.db
@@ -182,6 +182,20 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_audit_log_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "invoice_number_counter",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("last_number", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_invoice_number_counter"),
+    )
+    with op.batch_alter_table("invoice_number_counter", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_invoice_number_counter_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "journal_entry",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("entry_date", sa.Date(), nullable=False),
@@ -326,6 +340,7 @@ def upgrade():
         sa.Column("billing_cycle", sa.String(length=20), nullable=False),
         sa.Column("bill_day", sa.Integer(), nullable=False),
         sa.Column("paper_invoice", sa.Boolean(), nullable=False),
+        sa.Column("bill_all_to_parent", sa.Boolean(), nullable=False),
         sa.Column("parent_id", sa.Integer(), nullable=True),
         sa.Column("search_text", sa.String(length=1000), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
@@ -498,6 +513,47 @@ def upgrade():
         )
 
     op.create_table(
+        "invoice",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("number", sa.String(length=40), nullable=True),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("invoice_date", sa.Date(), nullable=False),
+        sa.Column("due_date", sa.Date(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("subtotal", sa.BigInteger(), nullable=False),
+        sa.Column("tax_total", sa.BigInteger(), nullable=False),
+        sa.Column("total", sa.BigInteger(), nullable=False),
+        sa.Column("amount_paid", sa.BigInteger(), nullable=False),
+        sa.Column("tax_status", sa.String(length=10), nullable=False),
+        sa.Column("tax_attempts", sa.Integer(), nullable=False),
+        sa.Column("tax_engine_ref", sa.String(length=120), nullable=True),
+        sa.Column("memo", sa.Text(), nullable=True),
+        sa.Column("posted_entry_id", sa.Integer(), nullable=True),
+        sa.Column("posted_at", sa.DateTime(), nullable=True),
+        sa.Column("voided_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["posted_entry_id"], ["journal_entry.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "number", name="uq_invoice_number"),
+    )
+    with op.batch_alter_table("invoice", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_invoice_status"), ["status"], unique=False)
+        batch_op.create_index(
+            "ix_invoice_status_due", ["tenant_id", "status", "due_date"], unique=False
+        )
+        batch_op.create_index(
+            "ix_invoice_subscriber_date",
+            ["tenant_id", "subscriber_id", "invoice_date"],
+            unique=False,
+        )
+        batch_op.create_index(batch_op.f("ix_invoice_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "item",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("code", sa.String(length=40), nullable=False),
@@ -628,9 +684,17 @@ def upgrade():
         sa.Column("bill_day", sa.Integer(), nullable=True),
         sa.Column("bill_start_date", sa.Date(), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("bill_to_subscriber_id", sa.Integer(), nullable=True),
+        sa.Column("hibernate_from", sa.Date(), nullable=True),
+        sa.Column("hibernate_until", sa.Date(), nullable=True),
+        sa.Column("cancel_on", sa.Date(), nullable=True),
+        sa.Column("scheduled_package_id", sa.Integer(), nullable=True),
+        sa.Column("scheduled_change_on", sa.Date(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["bill_to_subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
         sa.ForeignKeyConstraint(["package_id"], ["package.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["scheduled_package_id"], ["package.id"], ondelete="RESTRICT"),
         sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
@@ -644,6 +708,121 @@ def upgrade():
             batch_op.f("ix_subscription_subscriber_id"), ["subscriber_id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_subscription_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "billed_period",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscription_id", sa.Integer(), nullable=False),
+        sa.Column("period_start", sa.Date(), nullable=False),
+        sa.Column("period_end", sa.Date(), nullable=False),
+        sa.Column("invoice_id", sa.Integer(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["subscription_id"], ["subscription.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint(
+            "tenant_id", "subscription_id", "period_start", name="uq_billed_period"
+        ),
+    )
+    with op.batch_alter_table("billed_period", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_billed_period_invoice_id"), ["invoice_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_billed_period_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "invoice_defaults",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("billing_mode", sa.String(length=12), nullable=False),
+        sa.Column("bill_day", sa.Integer(), nullable=False),
+        sa.Column("days_in_advance", sa.Integer(), nullable=False),
+        sa.Column("due_days", sa.Integer(), nullable=False),
+        sa.Column("proration_basis", sa.String(length=12), nullable=False),
+        sa.Column("prorate_first_period", sa.Boolean(), nullable=False),
+        sa.Column("downgrade_policy", sa.String(length=10), nullable=False),
+        sa.Column("credit_unused_on_cancel", sa.Boolean(), nullable=False),
+        sa.Column("tax_rounding", sa.String(length=8), nullable=False),
+        sa.Column("tax_engine", sa.String(length=60), nullable=False),
+        sa.Column("number_format", sa.String(length=60), nullable=False),
+        sa.Column("invoiced_statuses", sa.String(length=120), nullable=False),
+        sa.Column("paper_invoice_fee", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("paper_invoice_item_id", sa.Integer(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["paper_invoice_item_id"], ["item.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_invoice_defaults_tenant"),
+    )
+    with op.batch_alter_table("invoice_defaults", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_invoice_defaults_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "invoice_line",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("invoice_id", sa.Integer(), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("description", sa.String(length=255), nullable=False),
+        sa.Column("explanation", sa.Text(), nullable=True),
+        sa.Column("item_id", sa.Integer(), nullable=True),
+        sa.Column("subscription_id", sa.Integer(), nullable=True),
+        sa.Column("for_subscriber_id", sa.Integer(), nullable=True),
+        sa.Column("period_start", sa.Date(), nullable=True),
+        sa.Column("period_end", sa.Date(), nullable=True),
+        sa.Column("quantity", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("unit_price", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("income_account_id", sa.Integer(), nullable=False),
+        sa.Column("taxable", sa.Boolean(), nullable=False),
+        sa.Column("tax", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["for_subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["income_account_id"], ["account.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["item_id"], ["item.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["subscription_id"], ["subscription.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("invoice_line", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_invoice_line_invoice_id"), ["invoice_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_invoice_line_subscription_id"), ["subscription_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_invoice_line_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "memo",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("number", sa.String(length=40), nullable=True),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("invoice_id", sa.Integer(), nullable=True),
+        sa.Column("memo_date", sa.Date(), nullable=False),
+        sa.Column("description", sa.String(length=255), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("unapplied", sa.BigInteger(), nullable=False),
+        sa.Column("income_account_id", sa.Integer(), nullable=True),
+        sa.Column("posted_entry_id", sa.Integer(), nullable=True),
+        sa.Column("voided_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["income_account_id"], ["account.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["posted_entry_id"], ["journal_entry.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("memo", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_memo_invoice_id"), ["invoice_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_memo_subscriber_id"), ["subscriber_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_memo_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "package_inclusion",
@@ -665,6 +844,34 @@ def upgrade():
         )
         batch_op.create_index(
             batch_op.f("ix_package_inclusion_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "recurring_line",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("bill_to_subscriber_id", sa.Integer(), nullable=True),
+        sa.Column("item_id", sa.Integer(), nullable=True),
+        sa.Column("description", sa.String(length=255), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("quantity", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("unit_price", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("start_date", sa.Date(), nullable=False),
+        sa.Column("end_date", sa.Date(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["bill_to_subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["item_id"], ["item.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("recurring_line", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_recurring_line_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_recurring_line_tenant_id"), ["tenant_id"], unique=False
         )
 
     op.create_table(
@@ -696,23 +903,74 @@ def upgrade():
             batch_op.f("ix_service_instance_tenant_id"), ["tenant_id"], unique=False
         )
 
+    op.create_table(
+        "invoice_line_tax",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("line_id", sa.Integer(), nullable=False),
+        sa.Column("tax_rate_id", sa.Integer(), nullable=True),
+        sa.Column("jurisdiction", sa.String(length=120), nullable=False),
+        sa.Column("rate", headend.db.ExactDecimal(6), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["line_id"], ["invoice_line.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tax_rate_id"], ["tax_rate.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("invoice_line_tax", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_invoice_line_tax_line_id"), ["line_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_invoice_line_tax_tenant_id"), ["tenant_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("invoice_line_tax", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoice_line_tax_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_invoice_line_tax_line_id"))
+
+    op.drop_table("invoice_line_tax")
     with op.batch_alter_table("service_instance", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_service_instance_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_service_instance_subscription_id"))
         batch_op.drop_index(batch_op.f("ix_service_instance_package_service_line_id"))
 
     op.drop_table("service_instance")
+    with op.batch_alter_table("recurring_line", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_recurring_line_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_recurring_line_subscriber_id"))
+
+    op.drop_table("recurring_line")
     with op.batch_alter_table("package_inclusion", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_package_inclusion_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_package_inclusion_package_id"))
         batch_op.drop_index(batch_op.f("ix_package_inclusion_item_id"))
 
     op.drop_table("package_inclusion")
+    with op.batch_alter_table("memo", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_memo_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_memo_subscriber_id"))
+        batch_op.drop_index(batch_op.f("ix_memo_invoice_id"))
+
+    op.drop_table("memo")
+    with op.batch_alter_table("invoice_line", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoice_line_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_invoice_line_subscription_id"))
+        batch_op.drop_index(batch_op.f("ix_invoice_line_invoice_id"))
+
+    op.drop_table("invoice_line")
+    with op.batch_alter_table("invoice_defaults", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoice_defaults_tenant_id"))
+
+    op.drop_table("invoice_defaults")
+    with op.batch_alter_table("billed_period", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_billed_period_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_billed_period_invoice_id"))
+
+    op.drop_table("billed_period")
     with op.batch_alter_table("subscription", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subscription_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_subscription_subscriber_id"))
@@ -750,6 +1008,13 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_item_code"))
 
     op.drop_table("item")
+    with op.batch_alter_table("invoice", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoice_tenant_id"))
+        batch_op.drop_index("ix_invoice_subscriber_date")
+        batch_op.drop_index("ix_invoice_status_due")
+        batch_op.drop_index(batch_op.f("ix_invoice_status"))
+
+    op.drop_table("invoice")
     with op.batch_alter_table("internet_profile", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_internet_profile_tenant_id"))
 
@@ -823,6 +1088,10 @@ def downgrade():
         batch_op.drop_index("ix_journal_entry_date")
 
     op.drop_table("journal_entry")
+    with op.batch_alter_table("invoice_number_counter", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoice_number_counter_tenant_id"))
+
+    op.drop_table("invoice_number_counter")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_tenant_id"))
         batch_op.drop_index("ix_audit_log_entity")
