@@ -200,3 +200,25 @@ def test_subscription_and_note_pages_render(app, make_tenant, login_as):
         resp = c.get(url)
         assert resp.status_code == 200, url
     assert "Fiber 100" in c.get("/subscriptionview/list/").get_data(as_text=True)
+
+
+def test_parent_account_is_named_by_account_number_never_listed(app, make_tenant, login_as):
+    t, other = make_tenant("Parent ISP", "parent-isp"), make_tenant("Other ISP", "other-isp")
+    parent = make_subscriber(app, t, first_name="Pat", last_name="Parent")
+    theirs = make_subscriber(app, other, first_name="Not", last_name="Mine",
+                             account_number="B-777")
+    with app.app_context(), acting_as(None):
+        numbers = {s.id: s.account_number for s in db.session.scalars(select(Subscriber))}
+    c = login_as(t, "Admin")
+    assert "Parent" not in c.get("/subscriberview/add").get_data(as_text=True).split(
+        'name="parent"')[1][:300]  # a text input, not a list of every account
+    form = {"first_name": "Kid", "last_name": "Child", "customer_type": "residential",
+            "status": "active", "billing_cycle": "monthly", "bill_day": "1"}
+    resp = c.post("/subscriberview/add", data={**form, "parent": numbers[theirs]})
+    assert resp.status_code == 200 and f"no parent account {numbers[theirs]}" in \
+        resp.get_data(as_text=True)
+    assert c.post("/subscriberview/add", data={**form, "parent": numbers[parent]}).status_code \
+        == 302
+    with app.app_context(), acting_as(t):
+        kid = db.session.scalar(select(Subscriber).where(Subscriber.first_name == "Kid"))
+        assert kid.parent_id == parent

@@ -9,8 +9,10 @@ import sqlalchemy as sa
 from flask import url_for
 from flask_appbuilder import AppBuilder
 from markupsafe import Markup
+from sqlalchemy import select
+from wtforms import BooleanField, StringField, ValidationError
 
-from headend.db import ExactDecimal
+from headend.db import ExactDecimal, db
 from headend.tenancy.permissions import METHOD_PERMISSIONS
 
 
@@ -142,9 +144,6 @@ def optional_checkboxes(model) -> dict:
     FAB marks every NOT NULL column required, and an unticked checkbox sends nothing, so a
     plain generated form could never save False.
     """
-    import sqlalchemy as sa
-    from wtforms import BooleanField
-
     return {
         col.key: BooleanField(
             col.key.replace("_", " ").capitalize(),
@@ -153,3 +152,28 @@ def optional_checkboxes(model) -> dict:
         for col in sa.inspect(model).columns
         if isinstance(col.type, sa.Boolean)
     }
+
+
+def row_by_key_field(model, key: str, label: str, description: str = "") -> StringField:
+    """A text input naming a row by a unique key (an account number) instead of a drop-down.
+
+    FAB renders a relationship as a <select> of every row: megabytes for 100k subscribers. This
+    field resolves what was typed through the scoped session, so another tenant's key is as
+    unknown as a missing one.
+    """
+
+    class RowByKey(StringField):
+        def _value(self):
+            return getattr(self.data, key, "") if self.data is not None else ""
+
+        def process_formdata(self, valuelist):
+            self.raw_text = (valuelist[0] if valuelist else "").strip()
+            self.data = db.session.scalar(
+                select(model).where(getattr(model, key) == self.raw_text)
+            ) if self.raw_text else None
+
+        def pre_validate(self, form):
+            if getattr(self, "raw_text", "") and self.data is None:
+                raise ValidationError(f"no {label.lower()} {self.raw_text}")
+
+    return RowByKey(label, description=description)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from flask import flash, redirect, request
 from flask_appbuilder.actions import action
 from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
-from wtforms import BooleanField, DecimalField, SelectField
+from wtforms import DecimalField, SelectField
 from wtforms.validators import Optional
 
 from headend.catalog import fcc, services
@@ -22,6 +22,7 @@ from headend.ui import (
     decimal_text,
     formatters_for,
     labels_for,
+    optional_checkboxes,
     titled,
 )
 from headend.views_base import HeadendInterface, HeadendModelView
@@ -49,18 +50,6 @@ def _decimal(label: str) -> DecimalField:
     return DecimalField(label, places=None, validators=[Optional()], widget=BS3TextFieldWidget())
 
 
-def _booleans(model) -> dict:
-    """Checkboxes that may be left unticked (FAB marks every NOT NULL column as required)."""
-    return {
-        col.key: BooleanField(
-            col.key.replace("_", " ").capitalize(),
-            default=col.default.arg if col.default is not None else False,
-        )
-        for col in sa.inspect(model).columns
-        if isinstance(col.type, sa.Boolean)
-    }
-
-
 def _fcc_text(code: int | None) -> str:
     if code is None:
         return "—"
@@ -73,7 +62,7 @@ def _column_default(model, name: str):
 
 
 def _fields(model, *, selects: dict | None = None, decimals: dict | None = None) -> dict:
-    fields = _booleans(model)
+    fields = optional_checkboxes(model)
     # A select starts on the column's default (a new package is "both" customer types and taxed
     # per subscriber), not on its first choice.
     fields |= {name: _select(*spec, default=_column_default(model, name))

@@ -18,6 +18,7 @@ from headend.errors import ValidationFailed
 from headend.plugins.config_schema import from_json, to_json
 from headend.plugins.interfaces import Plugin
 from headend.plugins.models import PluginConfiguration
+from headend.tenancy.context import current_scope
 
 REDACTED = "••• (set)"
 
@@ -34,6 +35,10 @@ def _plugin(plugin_id: str, plugin: Plugin | None) -> Plugin:
 
 def configuration(session: Session, plugin_id: str) -> PluginConfiguration | None:
     """The acting tenant's row for `plugin_id` (scoping keeps other tenants' rows out)."""
+    if current_scope().all_tenants:
+        # Without a tenant this would be any tenant's row, shown as if it were everyone's.
+        raise ValidationFailed({"tenant": "choose a tenant to act for (Platform > Act for "
+                                          "tenant)"})
     return session.scalar(
         select(PluginConfiguration).where(PluginConfiguration.plugin_id == plugin_id)
     )

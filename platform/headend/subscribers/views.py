@@ -33,6 +33,7 @@ from headend.ui import (
     decimal_text,
     formatters_for,
     labels_for,
+    row_by_key_field,
     titled,
 )
 from headend.views_base import HeadendInterface, HeadendModelView
@@ -79,6 +80,8 @@ def _select_fields() -> dict:
         "billing_same_as_service": BooleanField("Billing address same as service address"),
         "paper_invoice": BooleanField("Paper invoice"),
         "tax_exempt": BooleanField("Tax exempt"),
+        "parent": row_by_key_field(Subscriber, "account_number", "Parent account",
+                                "Account number of the parent account, if any"),
     }
 
 
@@ -331,6 +334,8 @@ class SubscriberNoteView(HeadendModelView):
     show_columns = list_columns
     add_columns = ["subscriber", "body"]
     edit_columns = ["body"]
+    add_form_extra_fields = {
+        "subscriber": row_by_key_field(Subscriber, "account_number", "Account number")}
     search_columns = ["author", "created_at"]
     base_order = ("created_at", "desc")
 
