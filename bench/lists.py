@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from headend.app import create_app
 from headend.db import db
 from headend.migrate import upgrade
-from headend.subscribers.models import Subscriber, SubscriberAccountCounter
+from headend.sequences import TenantSequence
+from headend.subscribers.models import Subscriber
 from headend.tenancy.context import acting_as
 from headend.tenancy.services import create_tenant
 from headend.testing import PASSWORD, app_settings, login
@@ -82,7 +83,8 @@ def seed(app, count: int) -> tuple[int, list[int]]:
                 if batch:
                     db.session.execute(sa.insert(Subscriber), batch)
                     bar.update(len(batch))
-            db.session.add(SubscriberAccountCounter(tenant_id=tenant.id, last_number=n))
+            db.session.add(TenantSequence(tenant_id=tenant.id, name="subscriber_account",
+                                          last_value=n))
         db.session.commit()
         db.session.execute(sa.text("ANALYZE"))
         ids = db.session.scalars(sa.select(Subscriber.id).where(

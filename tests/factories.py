@@ -10,6 +10,7 @@ import itertools
 from decimal import Decimal as D
 
 from headend.audit.models import AuditLog
+from headend.billing import models as billing
 from headend.catalog import models as cat
 from headend.ledger.models import JournalEntry
 from headend.subscribers import models as sub
@@ -57,6 +58,33 @@ def _journal_entry(s: Session):
                             LegSpec("4000", credit=100)])
 
 
+def _memo(s: Session):
+    import datetime as dt
+
+    from headend.billing.memos import credit_memo
+
+    return credit_memo(s, _subscriber(s).id, 500, "Test credit", dt.date(2024, 1, 1))
+
+
+def _recurring_line(s: Session):
+    import datetime as dt
+
+    from headend.billing.models import RecurringLine
+
+    return RecurringLine(subscriber=_subscriber(s), description="Static IP", kind="charge",
+                         unit_price=D("5"), start_date=dt.date(2024, 1, 1))
+
+
+def _invoice(s: Session):
+    import datetime as dt
+
+    from headend.billing.invoicing import new_invoice
+
+    return new_invoice(s, _subscriber(s).id, dt.date(2024, 1, 1),
+                       [{"description": "Test charge", "unit_price": "10"}],
+                       today=dt.date(2024, 1, 1))
+
+
 def _audit(s: Session) -> AuditLog:
     row = AuditLog(tenant_id=current_scope().tenant_id, actor_name="test", action="create",
                    entity="x", entity_id="1")
@@ -83,6 +111,9 @@ BUILDERS = {
     sub.ServiceInstance: lambda s: _subscription(s).services[0],
     AuditLog: _audit,
     JournalEntry: _journal_entry,
+    billing.Invoice: _invoice,
+    billing.Memo: _memo,
+    billing.RecurringLine: _recurring_line,
 }
 
 

@@ -116,5 +116,71 @@ def create_api_key(ctx, username, key_name):
     click.echo(created["key"])
 
 
+@main.command("bill-run")
+@click.option("--date", "run_date", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The run date (default: today).")
+@click.option("--tenant", "tenant_slug", default=None, help="Only this tenant (its slug).")
+@click.option("--dry-run", is_flag=True, help="Print what would be invoiced; write nothing.")
+@click.option("--chunk-size", default=2000, show_default=True,
+              help="Subscriptions per transaction.")
+@click.pass_context
+def bill_run(ctx, run_date, tenant_slug, dry_run, chunk_size):
+    """Invoice every due subscription-period (exactly once; safe to rerun)."""
+    import datetime as dt
+
+    from headend.billing.run import bill_run as run
+    from headend.billing.run import count_candidates
+    from headend.db import db
+    from headend.errors import ValidationFailed
+    from headend.tenancy.context import acting_as
+
+    day = run_date.date() if run_date else dt.date.today()
+    app = _app(ctx)
+    with app.app_context(), acting_as(None, actor_name="billing run"):
+        try:
+            total = count_candidates(db.session, day, tenant_slug)
+            label = f"{'dry run' if dry_run else 'billing'} {day}"
+            with click.progressbar(length=total, label=label, show_pos=True) as bar:
+                results = run(db.session, day, tenant_slug=tenant_slug, dry_run=dry_run,
+                              chunk_size=chunk_size, progress=bar.update)
+        except ValidationFailed as exc:
+            raise click.ClickException(str(exc.errors)) from exc
+    for result in results:
+        click.echo(("would invoice " if dry_run else "invoiced ") + result.describe())
+        if dry_run:
+            for line in result.sample:
+                click.echo(f"    {line}")
+
+
+@main.command()
+@click.argument("queues", nargs=-1)
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--with-scheduler", is_flag=True, help="Also run RQ's scheduler (enqueue_at).")
+@click.pass_context
+def worker(ctx, queues, burst, with_scheduler):
+    """Run an RQ worker (default queues: billing payments network documents)."""
+    from headend.jobs import QUEUES, run_worker
+
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown:
+        raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; "
+                                 f"expected {', '.join(QUEUES)}")
+    app = _app(ctx)
+    if not app.config.get("REDIS_URL"):
+        raise click.ClickException("REDIS_URL is not set: jobs run inline, no worker needed")
+    run_worker(app, list(queues), burst=burst, with_scheduler=with_scheduler)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Enqueue today's work and exit.")
+@click.option("--at-hour", default=1, show_default=True, help="Hour of the daily run.")
+@click.pass_context
+def scheduler(ctx, once, at_hour):
+    """Enqueue the daily work (the billing run of every tenant) now and then every day."""
+    from headend.jobs import run_scheduler
+
+    run_scheduler(_app(ctx), once=once, at_hour=at_hour)
+
+
 if __name__ == "__main__":
     main()

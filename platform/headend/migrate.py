@@ -14,9 +14,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Indexes only a hand-written migration creates (PostgreSQL-only kinds the models cannot declare
 # portably); autogenerate must not propose dropping them.
 HAND_WRITTEN_INDEXES = {"ix_subscriber_search_trgm"}
+# PostgreSQL bookkeeping tables of the ledger's balance triggers (migration 0003), no models.
+HAND_WRITTEN_TABLES = {"ledger_pending_check", "ledger_check_sentinel"}
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    if type_ == "table" and name in HAND_WRITTEN_TABLES:
+        return False
     return not (type_ == "index" and name in HAND_WRITTEN_INDEXES)
 
 

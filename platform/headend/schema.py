@@ -7,6 +7,7 @@ from headend.db import Model
 MODEL_MODULES = (
     "flask_appbuilder.security.sqla.models",
     "headend.tenancy.models",
+    "headend.sequences",
     "headend.audit.models",
     "headend.catalog.models",
     "headend.subscribers.models",

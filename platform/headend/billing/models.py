@@ -56,16 +56,6 @@ class InvoiceDefaults(TenantOwned, Model):
         return tuple(s.strip() for s in self.invoiced_statuses.split(",") if s.strip())
 
 
-class InvoiceNumberCounter(TenantOwned, Model):
-    """The last invoice sequence number handed out per tenant (bumped by one atomic UPDATE)."""
-
-    __tablename__ = "invoice_number_counter"
-    __table_args__ = (sa.UniqueConstraint("tenant_id", name="uq_invoice_number_counter"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    last_number: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-
-
 class Invoice(TenantOwned, Model):
     __tablename__ = "invoice"
     __table_args__ = (
@@ -204,6 +194,7 @@ class Memo(TenantOwned, Model):
 
     subscriber = relationship("Subscriber")
     invoice = relationship("Invoice")
+    income_account = relationship("Account")
 
 
 class RecurringLine(TenantOwned, Model):
@@ -226,4 +217,21 @@ class RecurringLine(TenantOwned, Model):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     subscriber = relationship("Subscriber", foreign_keys=[subscriber_id])
+    bill_to_subscriber = relationship("Subscriber", foreign_keys=[bill_to_subscriber_id])
     item = relationship("Item")
+
+
+class MemoApplication(TenantOwned, Model):
+    """How much of a credit memo settled which invoice: what voiding the memo (or the invoice)
+    gives back. A memo's credit may be spread over several invoices."""
+
+    __tablename__ = "memo_application"
+    __table_args__ = (sa.UniqueConstraint("memo_id", "invoice_id", name="uq_memo_application"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    memo_id: Mapped[int] = mapped_column(sa.ForeignKey("memo.id", ondelete="CASCADE"),
+                                         index=True)
+    invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoice.id", ondelete="CASCADE"),
+                                            index=True)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)  # minor units, positive
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -124,16 +124,6 @@ def _refresh_search_text(mapper, connection, target: Subscriber) -> None:
     target.search_text = target.compute_search_text()
 
 
-class SubscriberAccountCounter(TenantOwned, Model):
-    """The last account number handed out per tenant; bumped with one atomic UPDATE."""
-
-    __tablename__ = "subscriber_account_counter"
-    __table_args__ = (sa.UniqueConstraint("tenant_id", name="uq_subscriber_account_counter"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    last_number: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-
-
 class SubscriberNote(TenantOwned, Model):
     __tablename__ = "subscriber_note"
 

@@ -8,19 +8,18 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from headend.catalog.models import CYCLES, Package, TaxRate
 from headend.errors import NotFound, ValidationFailed, raise_if, require
 from headend.money import parse_decimal
 from headend.plugins import events
+from headend.sequences import next_value
 from headend.subscribers.models import (
     CUSTOMER_TYPES,
     SUBSCRIBER_STATUSES,
     ServiceInstance,
     Subscriber,
-    SubscriberAccountCounter,
     SubscriberNote,
     Subscription,
 )
@@ -107,31 +106,15 @@ def validate_subscriber(session: Session, sub: Subscriber) -> None:
     raise_if(errors)
 
 
-def _bump_counter(session: Session) -> int | None:
-    return session.scalar(
-        sa.update(SubscriberAccountCounter)
-        .values(last_number=SubscriberAccountCounter.last_number + 1)
-        .returning(SubscriberAccountCounter.last_number)
-        .execution_options(synchronize_session=False)
-    )
+ACCOUNT_SEQUENCE = "subscriber_account"
 
 
 def next_account_number(session: Session) -> str:
-    """The tenant's next free account number, zero-padded.
-
-    One atomic UPDATE ... RETURNING on the tenant's counter row: concurrent callers queue on the
-    row lock and each gets its own number. Numbers typed in by hand are skipped. Call it before
-    the new subscriber is added to the session (the first call of a tenant flushes a savepoint).
-    """
+    """The tenant's next free account number, zero-padded, from its "subscriber_account"
+    sequence; numbers typed in by hand are skipped. Call it before the new subscriber is added
+    to the session (the first call of a tenant flushes a savepoint)."""
     while True:
-        number = _bump_counter(session)
-        if number is None:
-            try:
-                with session.begin_nested():
-                    session.add(SubscriberAccountCounter(last_number=0))
-            except IntegrityError:
-                pass  # another transaction created it first: bump that one
-            number = _bump_counter(session)
+        number = next_value(session, ACCOUNT_SEQUENCE)
         candidate = str(number).zfill(ACCOUNT_DIGITS)
         taken = session.scalar(select(Subscriber.id).where(Subscriber.account_number == candidate))
         if taken is None:

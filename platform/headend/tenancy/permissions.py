@@ -16,9 +16,10 @@ NOTES = "Notes"
 PLUGINS = "Plugins"
 AUDIT = "AuditLog"
 LEDGER = "Ledger"
+BILLING = "Billing"
 TENANTS = "Tenants"  # operators only
 
-RESOURCES = (CATALOG, SUBSCRIBERS, SUBSCRIPTIONS, NOTES, PLUGINS, AUDIT, LEDGER)
+RESOURCES = (CATALOG, SUBSCRIBERS, SUBSCRIPTIONS, NOTES, PLUGINS, AUDIT, LEDGER, BILLING)
 
 METHOD_PERMISSIONS = {
     # ModelView
@@ -34,7 +35,7 @@ ROLE_GRANTS: dict[str, dict[str, str]] = {
     "Admin": {**{r: WRITE for r in RESOURCES}, AUDIT: READ},
     "Billing": {
         **_ALL_READ, CATALOG: WRITE, SUBSCRIBERS: WRITE, SUBSCRIPTIONS: WRITE, NOTES: WRITE,
-        LEDGER: WRITE,
+        LEDGER: WRITE, BILLING: WRITE,
     },
     "Support": {**_ALL_READ, NOTES: WRITE},
     "Technician": {**_ALL_READ, SUBSCRIPTIONS: WRITE, NOTES: WRITE},

@@ -1,0 +1,232 @@
+"""Taxing an invoice through the tenant's tax engine (a plugin behind TaxEngine).
+
+The core decides which of the tenant's rates apply to each line; the engine does the arithmetic
+(simple_tax) or its own jurisdiction lookup (avalara):
+- package tax mode "none": the line is not taxed;
+- "subscriber": the rates on the subscriber whose service it is, unless that subscriber is tax
+  exempt (the exemption code goes to the engine, which then taxes nothing);
+- "custom": the package's own rate, the cycle rate on recurring lines, the setup rate on the
+  setup line.
+Lines of no package (items, fees, recurring custom lines) follow the subscriber's settings.
+
+An engine that cannot be reached (TaxEngineUnavailable) is retried a few times in-process; after
+that the invoice stays a draft with tax_status "waiting" and `retry_waiting_taxes` posts it
+later. Posting to the engine is idempotent by document code (our invoice number), so a retry after
+a timeout that did record the document adjusts it instead of recording a second one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from headend.billing.models import Invoice, InvoiceLine, InvoiceLineTax
+from headend.catalog.models import Package
+from headend.errors import ValidationFailed
+from headend.plugins.interfaces import (
+    TaxEngine,
+    TaxEngineRejected,
+    TaxEngineUnavailable,
+    TaxLine,
+    TaxRateSpec,
+    TaxRequest,
+    TaxResult,
+)
+from headend.subscribers.models import Subscriber, Subscription
+
+# In-process attempts before the invoice waits, and the pauses between them (seconds).
+BACKOFF = (0.0, 0.2, 0.5)
+_CYCLE_KINDS = ("recurring", "proration", "inclusion", "hibernation")
+
+
+@dataclass(frozen=True)
+class Engine:
+    engine: TaxEngine
+    settings: dict
+
+
+def engine_for(session: Session, plugin_id: str) -> Engine:
+    """The tenant's chosen engine with its settings; an uninstalled one is a named error."""
+    from headend.plugins.manager import current_manager
+    from headend.plugins.services import plugin_settings
+
+    engine = current_manager().get(plugin_id)
+    if engine is None or engine.kind != "tax_engine":
+        raise ValidationFailed({"tax_engine": f"{plugin_id!r} is not an installed tax engine"})
+    return Engine(engine, plugin_settings(session, plugin_id, engine))
+
+
+def _address(sub: Subscriber) -> dict[str, str]:
+    prefix = "service" if sub.billing_same_as_service else "billing"
+    get = lambda name: getattr(sub, f"{prefix}_{name}") or ""  # noqa: E731
+    return {"line1": get("line1"), "city": get("city"), "region": get("region"),
+            "country": get("country") or "US", "postal_code": get("postal_code")}
+
+
+def _subscriber_rates(sub: Subscriber) -> tuple[tuple[TaxRateSpec, ...], str]:
+    if sub.tax_exempt:
+        return (), sub.tax_exemption_code or "EXEMPT"
+    return tuple(TaxRateSpec(r.label, r.kind, r.rate, r.id) for r in sub.tax_rates
+                 if r.active), ""
+
+
+def _custom_rates(package: Package, line: InvoiceLine) -> tuple[TaxRateSpec, ...]:
+    rate = package.custom_tax_setup_rate if line.kind == "setup" \
+        else package.custom_tax_cycle_rate
+    if rate is None or not package.custom_tax_kind:
+        return ()
+    label = f"{package.name} {'setup ' if line.kind == 'setup' else ''}tax"
+    return (TaxRateSpec(label, package.custom_tax_kind, rate, None),)
+
+
+def _line_rates(line: InvoiceLine, subscriber: Subscriber, package: Package | None
+                ) -> tuple[tuple[TaxRateSpec, ...], str] | None:
+    """The rates and exemption code a line is sent with; None: the line is not taxed at all.
+
+    A taxable line goes to the engine even without rates: engines with their own jurisdiction
+    tables (AvaTax) tax it from the address.
+    """
+    if not line.taxable or line.amount == 0:
+        return None
+    if package is None or package.tax_mode == "subscriber":
+        rates, exemption = _subscriber_rates(subscriber)
+    elif package.tax_mode == "custom":
+        rates, exemption = _custom_rates(package, line), ""
+    else:
+        return None
+    if line.amount < 0:  # a credit gives back percent taxes; flat taxes are per charge
+        rates = tuple(r for r in rates if r.kind == "percent")
+    return rates, exemption
+
+
+def build_request(session: Session, invoice: Invoice, document_code: str,
+                  rounding: str) -> tuple[TaxRequest, dict[int, InvoiceLine]]:
+    """The engine's view of `invoice`: one TaxLine per line that may carry tax."""
+    packages = _packages(session, {ln.subscription_id for ln in invoice.lines})
+    subscribers = _subscribers(session, {ln.for_subscriber_id or invoice.subscriber_id
+                                         for ln in invoice.lines} | {invoice.subscriber_id})
+    lines, by_number = [], {}
+    for n, line in enumerate(invoice.lines, start=1):
+        taxed = _line_rates(line, subscribers[line.for_subscriber_id or invoice.subscriber_id],
+                            packages.get(line.subscription_id))
+        if taxed is None:
+            continue
+        rates, exemption = taxed
+        lines.append(TaxLine(number=n, amount=line.amount, quantity=line.quantity,
+                             item_code=(line.item.code if line.item else line.kind)[:50],
+                             exemption_code=exemption, rates=rates))
+        by_number[n] = line
+    payer = subscribers[invoice.subscriber_id]
+    request = TaxRequest(document_code=document_code, customer_code=payer.account_number,
+                         date=invoice.invoice_date, currency=invoice.currency,
+                         address=_address(payer), lines=tuple(lines), rounding=rounding)
+    return request, by_number
+
+
+def _packages(session: Session, subscription_ids: set) -> dict[int, Package]:
+    subscription_ids.discard(None)
+    if not subscription_ids:
+        return {}
+    rows = session.execute(select(Subscription.id, Package).join(
+        Package, Subscription.package_id == Package.id).where(
+        Subscription.id.in_(subscription_ids)))
+    return dict(rows.tuples().all())
+
+
+def _subscribers(session: Session, ids: set) -> dict[int, Subscriber]:
+    return {s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
+
+
+def store(invoice: Invoice, result: TaxResult, by_number: dict[int, InvoiceLine]) -> None:
+    """Put the engine's taxes on the lines (replacing any earlier ones) and total them."""
+    for line in invoice.lines:
+        line.tax = 0
+        line.taxes.clear()
+    for line_result in result.lines:
+        line = by_number.get(line_result.number)
+        if line is None:
+            continue
+        line.tax = line_result.tax
+        line.taxes.extend(
+            InvoiceLineTax(tax_rate_id=d.tax_rate_id, jurisdiction=d.jurisdiction[:120],
+                           rate=d.rate, amount=d.tax)
+            for d in line_result.details if d.tax)
+    invoice.tax_total = sum(line.tax for line in invoice.lines)
+    invoice.subtotal = sum(line.amount for line in invoice.lines)
+    invoice.total = invoice.subtotal + invoice.tax_total
+
+
+def call_with_backoff(call: Callable[[], TaxResult], backoff=BACKOFF,
+                      sleep=time.sleep) -> TaxResult | None:
+    """`call` retried while the engine is unavailable; None when every attempt failed."""
+    for pause in backoff:
+        if pause:
+            sleep(pause)
+        try:
+            return call()
+        except TaxEngineUnavailable:
+            continue
+    return None
+
+
+def rejected(exc: TaxEngineRejected) -> ValidationFailed:
+    return ValidationFailed({"tax_engine": f"the tax engine refused the invoice: {exc}"})
+
+
+def quote(session: Session, invoice: Invoice, plugin_id: str, rounding: str) -> TaxResult | None:
+    """Taxes of a draft without recording anything with the engine (None: unavailable)."""
+    chosen = engine_for(session, plugin_id)
+    request, by_number = build_request(session, invoice, f"draft-{invoice.id or 0}", rounding)
+    if not request.lines:
+        result = TaxResult(0)
+    else:
+        try:
+            result = call_with_backoff(lambda: chosen.engine.quote(chosen.settings, request),
+                                       backoff=(0.0,))
+        except TaxEngineRejected as exc:
+            raise rejected(exc) from exc
+        if result is None:
+            return None
+    store(invoice, result, by_number)
+    return result
+
+
+def post(session: Session, invoice: Invoice, plugin_id: str, rounding: str,
+         backoff=BACKOFF) -> bool:
+    """Record the taxes of a numbered invoice with the engine and put them on its lines.
+
+    False when the engine stayed unavailable: nothing on the invoice changed but its attempts.
+    """
+    chosen = engine_for(session, plugin_id)
+    request, by_number = build_request(session, invoice, invoice.number, rounding)
+    invoice.tax_attempts = (invoice.tax_attempts or 0) + 1
+    if not request.lines:
+        store(invoice, TaxResult(0), by_number)
+        return True
+    try:
+        result = call_with_backoff(lambda: chosen.engine.post(chosen.settings, request),
+                                   backoff=backoff)
+    except TaxEngineRejected as exc:
+        raise rejected(exc) from exc
+    if result is None:
+        return False
+    store(invoice, result, by_number)
+    invoice.tax_engine_ref = result.engine_ref
+    return True
+
+
+def void(session: Session, invoice: Invoice, plugin_id: str) -> None:
+    """Void the invoice's document with the engine; unreachable → refuse the void for now."""
+    chosen = engine_for(session, plugin_id)
+    try:
+        chosen.engine.void(chosen.settings, invoice.number)
+    except TaxEngineUnavailable as exc:
+        raise ValidationFailed({"tax_engine": (
+            f"the tax engine is unavailable ({exc}); nothing was voided, try again later")}
+        ) from exc
+    except TaxEngineRejected as exc:
+        raise rejected(exc) from exc

@@ -1,0 +1,158 @@
+"""Background jobs: RQ queues when REDIS_URL is set, the same functions inline when it is not.
+
+Jobs are module-level functions taking ids (never ORM objects) with deterministic job ids, so
+enqueueing the same work twice (a scheduler tick repeated, an operator clicking twice) runs it
+once while it is pending. They run inside an app context: the worker pushes one
+(`headend worker`), inline calls reuse the caller's.
+
+Inline runs call the function directly instead of `Queue(is_async=False)`: RQ marks a failed
+synchronous job "failed" without raising, and a billing run that failed silently is worse than
+one that fails loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+
+QUEUES = ("billing", "payments", "network", "documents")
+# Jobs that are pending or running: enqueueing the same job id again is a no-op meanwhile.
+_PENDING = ("queued", "started", "deferred", "scheduled")
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What `enqueue` did: `status` "finished" (inline), "queued", or the pending job's status."""
+
+    job_id: str
+    status: str
+    result: Any = None
+
+
+def redis_url(app: Flask | None = None) -> str | None:
+    return (app or current_app).config.get("REDIS_URL")
+
+
+def connection(app: Flask | None = None):
+    """The Redis connection of the app, or None when jobs run inline."""
+    url = redis_url(app)
+    if not url:
+        return None
+    from redis import Redis
+
+    return Redis.from_url(url)
+
+
+def queue_name(name: str, app: Flask | None = None) -> str:
+    """The RQ queue name: RQ_QUEUE_PREFIX (also put before job ids) lets tests, or two
+    deployments, share one Redis."""
+    if name not in QUEUES:
+        raise ValueError(f"unknown queue {name!r}; expected one of {QUEUES}")
+    return (app or current_app).config.get("RQ_QUEUE_PREFIX", "") + name
+
+
+def queue(name: str, app: Flask | None = None):
+    from rq import Queue
+
+    return Queue(queue_name(name, app), connection=connection(app))
+
+
+def enqueue(queue: str, func, *args, job_id: str, app: Flask | None = None,
+            **kwargs) -> Enqueued:
+    """Run `func(*args)` on `queue`: on Redis when configured, else right now, in-process."""
+    app = app or current_app._get_current_object()
+    if not redis_url(app):
+        with app_context(app):
+            return Enqueued(job_id, "finished", func(*args, **kwargs))
+    from rq import Queue
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    redis = connection(app)
+    rq_id = rq_job_id(job_id, app)
+    with contextlib.suppress(NoSuchJobError):
+        status = _value(Job.fetch(rq_id, connection=redis).get_status(refresh=False))
+        if status in _PENDING:
+            return Enqueued(job_id, status)
+    job = Queue(queue_name(queue, app), connection=redis).enqueue(
+        func, args=args, kwargs=kwargs, job_id=rq_id, job_timeout=3600,
+        result_ttl=7 * 86400, failure_ttl=30 * 86400)
+    return Enqueued(job_id, _value(job.get_status(refresh=False)))
+
+
+def _value(status) -> str:
+    return getattr(status, "value", status)
+
+
+def rq_job_id(job_id: str, app: Flask | None = None) -> str:
+    """RQ 3 allows only letters, digits, "_" and "-" in job ids: `billing-run:3:2026-03-01`
+    is stored as `billing-run_3_2026-03-01` (after RQ_QUEUE_PREFIX)."""
+    return (app or current_app).config.get("RQ_QUEUE_PREFIX", "") + job_id.replace(":", "_")
+
+
+@contextlib.contextmanager
+def app_context(app: Flask | None = None):
+    """The current app context, or a new one for the job (a worker child without one)."""
+    if has_app_context() and (app is None or current_app._get_current_object() is app):
+        yield current_app._get_current_object()
+        return
+    if app is None:
+        from headend.app import create_app
+
+        app = create_app()
+    with app.app_context():
+        yield app
+
+
+# --- the daily work --------------------------------------------------------------------------
+
+def daily_jobs(day: dt.date, app: Flask | None = None) -> list[Enqueued]:
+    """Enqueue what runs once a day (today: the billing run of every active tenant)."""
+    from headend.billing.jobs import enqueue_billing_runs
+
+    return enqueue_billing_runs(day, app=app)
+
+
+def run_scheduler(app: Flask, *, once: bool = False, at_hour: int = 1, sleep=None,
+                  today=dt.date.today) -> None:
+    """Enqueue the daily work now, then every day at `at_hour` (local time) until stopped.
+
+    Deterministic job ids make a restarted scheduler harmless: a run already queued for the day
+    is not queued twice, and a finished run is a no-op when repeated (billed periods).
+    """
+    import time
+
+    sleep = sleep or time.sleep
+    while True:
+        with app.app_context():
+            daily_jobs(today(), app)
+        if once:
+            return
+        now = dt.datetime.now()
+        tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(at_hour))
+        sleep((tomorrow - now).total_seconds())
+
+
+def run_worker(app: Flask, queues: list[str], *, burst: bool = False,
+               with_scheduler: bool = False) -> None:
+    """An RQ worker for `queues` whose jobs run inside this app's context.
+
+    The forking worker runs each job in a child: the parent drops its pooled database
+    connections first so that no child inherits (and shares) one.
+    """
+    from rq import Queue, Worker
+
+    from headend.db import db
+
+    redis = connection(app)
+    if redis is None:
+        raise RuntimeError("REDIS_URL is not set: jobs run inline, there is nothing to work on")
+    names = [queue_name(q, app) for q in queues or QUEUES]
+    with app.app_context():
+        db.engine.dispose()
+        worker = Worker([Queue(n, connection=redis) for n in names], connection=redis)
+        worker.work(burst=burst, with_scheduler=with_scheduler)
