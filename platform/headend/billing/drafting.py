@@ -231,19 +231,24 @@ def recurring_charges(session: Session, payer_id: int, on_date: dt.date,
     for row in rows:
         if (row.bill_to_subscriber_id or payer_of(row.subscriber).id) != payer_id:
             continue
-        discount = row.kind == "discount"
-        amount = row.quantity * row.unit_price
-        charges.append(Charge(
-            kind="discount" if discount else "item", description=row.description,
-            quantity=row.quantity, unit_price=row.unit_price,
-            amount=-amount if discount else amount,
-            income_account_id=accounts[DISCOUNTS] if discount
-            else item_account(row.item, accounts),
-            taxable=row.item.taxable if row.item else True, subscription_id=None,
-            for_subscriber_id=row.subscriber_id, period=None,
-            explanation="Recurring " + ("discount" if discount else "charge")
-            + (f" until {row.end_date:%b %d, %Y}" if row.end_date else "")))
+        charges.append(recurring_charge(row, accounts))
     return charges
+
+
+def recurring_charge(row: RecurringLine, accounts) -> Charge:
+    """A custom recurring line as this period's charge (a discount is negative and debits the
+    discounts account); the one conversion Invoice Now and the billing run share."""
+    discount = row.kind == "discount"
+    amount = row.quantity * row.unit_price
+    return Charge(
+        kind="discount" if discount else "item", description=row.description,
+        quantity=row.quantity, unit_price=row.unit_price,
+        amount=-amount if discount else amount,
+        income_account_id=accounts[DISCOUNTS] if discount else item_account(row.item, accounts),
+        taxable=row.item.taxable if row.item else True, subscription_id=None,
+        for_subscriber_id=row.subscriber_id, period=None,
+        explanation="Recurring " + ("discount" if discount else "charge")
+        + (f" until {row.end_date:%b %d, %Y}" if row.end_date else ""))
 
 
 def paper_fee(defaults: InvoiceDefaults, payer: Subscriber,

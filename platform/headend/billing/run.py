@@ -36,7 +36,6 @@ from headend.billing.charges import Charge, InclusionSnapshot, SubscriptionSnaps
 from headend.billing.defaults import invoice_defaults
 from headend.billing.drafting import (
     DEFAULT_INCOME,
-    DISCOUNTS,
     MAX_PERIODS_PER_CALL,
     SERVICE_INCOME,
     SETUP_INCOME,
@@ -531,18 +530,7 @@ class _InvoiceBuilder:
                                                             row.subscriber_id)
             if payer not in drafts:
                 continue
-            discount = row.kind == "discount"
-            amount = row.quantity * row.unit_price
-            charge = Charge(
-                kind="discount" if discount else "item", description=row.description,
-                quantity=row.quantity, unit_price=row.unit_price,
-                amount=-amount if discount else amount,
-                income_account_id=accounts[DISCOUNTS] if discount
-                else item_account(row.item, accounts),
-                taxable=row.item.taxable if row.item else True, subscription_id=None,
-                for_subscriber_id=row.subscriber_id, period=None,
-                explanation="Recurring " + ("discount" if discount else "charge")
-                + (f" until {row.end_date:%b %d, %Y}" if row.end_date else ""))
+            charge = drafting.recurring_charge(row, accounts)
             self.recurring_items[id(charge)] = row.item_id
             charges[payer].append(charge)
 
