@@ -142,3 +142,20 @@ def test_cycle_change_on_the_first_day_of_the_billed_period(books):
                                                         dt.date(2027, 1, 1))
     assert invoice_now(s, sub.id, dt.date(2026, 6, 1)) is None
     assert balance(s, sub) == 131999 and legs_sum(s) == 0
+
+
+def test_the_daily_billing_job_posts_invoices_that_waited_for_taxes(books, avalara):
+    from headend.billing.jobs import run_billing
+
+    s = books
+    sub = subscriber(s)
+    subscribe(s, sub, triple_play(s, setup_fee=None))
+    avalara.fail_with = 503
+    invoice = invoice_now(s, sub.id, JAN20)
+    s.commit()
+    assert invoice.tax_status == "waiting"
+    avalara.fail_with = None
+    done = run_billing(s.info["tenant"], JAN20.isoformat())
+    assert done["tax_retried"] == 1
+    s.expire_all()
+    assert s.get(Invoice, invoice.id).status == "open" and len(avalara.transactions) == 1

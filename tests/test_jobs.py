@@ -51,7 +51,7 @@ def test_without_redis_a_job_runs_inline_and_returns_its_result(app, make_tenant
     assert done.job_id == f"billing-run:{tenant}:{RUN}" == job_id(tenant, RUN)
     assert done.status == "finished"
     assert done.result == {"tenant": "inline-isp", "invoices": 3, "periods": 3,
-                           "total": 3 * 6600, "waiting": 0}
+                           "total": 3 * 6600, "waiting": 0, "tax_retried": 0}
     assert _invoices(app, tenant) == 3
 
 

@@ -19,20 +19,26 @@ def job_id(tenant_id: int, day: dt.date) -> str:
 
 
 def run_billing(tenant_id: int, date_iso: str) -> dict:
-    """The RQ job: bill one tenant for one date; returns what it did."""
+    """The RQ job: post yesterday's invoices that waited for the tax engine, then bill one
+    tenant for one date; returns what it did."""
+    from headend.billing.invoicing import retry_waiting_taxes
     from headend.billing.run import bill_run
     from headend.db import db
     from headend.tenancy.context import acting_as
     from headend.tenancy.models import Tenant
 
-    with app_context(), acting_as(None, actor_name="billing run"):
+    with app_context():
         session = db.session
-        slug = session.scalar(sa.select(Tenant.slug).where(Tenant.id == tenant_id))
-        if slug is None:
-            raise LookupError(f"no tenant {tenant_id}")
-        (result,) = bill_run(session, dt.date.fromisoformat(date_iso), tenant_slug=slug)
+        with acting_as(tenant_id, actor_name="billing run"):
+            retried = retry_waiting_taxes(session)
+            session.commit()
+        with acting_as(None, actor_name="billing run"):
+            slug = session.scalar(sa.select(Tenant.slug).where(Tenant.id == tenant_id))
+            if slug is None:
+                raise LookupError(f"no tenant {tenant_id}")
+            (result,) = bill_run(session, dt.date.fromisoformat(date_iso), tenant_slug=slug)
         return {"tenant": slug, "invoices": result.invoices, "periods": result.periods,
-                "total": result.total, "waiting": result.waiting}
+                "total": result.total, "waiting": result.waiting, "tax_retried": retried}
 
 
 def enqueue_billing_run(tenant_id: int, day: dt.date, app: Flask | None = None) -> Enqueued:
