@@ -192,6 +192,16 @@ def snapshot(subscription: Subscription, package: Package, accounts: dict[str, i
     )
 
 
+def package_for(session: Session, subscription: Subscription, period_start: dt.date) -> Package:
+    """The package that bills the period starting on `period_start`: a deferred downgrade's
+    scheduled package from its date on (`changes.apply_schedule` makes it current)."""
+    if subscription.scheduled_package_id is not None and \
+            subscription.scheduled_change_on is not None and \
+            period_start >= subscription.scheduled_change_on:
+        return session.get(Package, subscription.scheduled_package_id)
+    return subscription.package
+
+
 def item_account(item: Item | None, accounts: dict[str, int], kind: str = "item") -> int:
     if item is not None and item.income_account_id:
         return item.income_account_id
@@ -210,7 +220,7 @@ def _subscription_charges(session, defaults, subscriptions, on_date, accounts):
             period, full = next_period(sub, defaults, previous)
             if not is_due(period, sub, defaults, on_date):
                 break
-            snap = snapshot(sub, sub.package, accounts, first)
+            snap = snapshot(sub, package_for(session, sub, period.start), accounts, first)
             charges += charges_for(snap, period if defaults.prorate_first_period else full,
                                    full, proration_basis=defaults.proration_basis)
             billed.append((sub.id, period))

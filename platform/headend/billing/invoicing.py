@@ -128,7 +128,9 @@ def draft_invoice_for(session: Session, subscriber_id: int, on_date: dt.date,
     invoice.lines = [_line(c, n, due.currency)
                      for n, c in enumerate(_ordered(charges, payer.id), start=1)]
     _totals(invoice)
-    session.flush()
+    from headend.billing.changes import apply_schedule  # changes imports this module
+
+    apply_schedule(session, [(sid, p) for sid, p in due.periods if sid not in taken])
     return invoice
 
 
