@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from playwright.sync_api import sync_playwright
-from waitress.server import create_server
+from werkzeug.serving import make_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -21,11 +21,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def live_server(app):
-    server = create_server(app, host="127.0.0.1", port=_free_port(), threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
+    # werkzeug's threaded server stops cleanly with shutdown() (waitress's close() pulls the
+    # socket from under its own select loop).
+    server = make_server("127.0.0.1", _free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
 
 
 @pytest.fixture(scope="session")
