@@ -1,6 +1,7 @@
 """The demo data the first README command loads."""
 
 from click.testing import CliRunner
+from headend.billing.models import BilledPeriod, Invoice
 from headend.catalog.models import Package
 from headend.cli import main
 from headend.db import db
@@ -29,6 +30,13 @@ def test_demo_loads_once_and_every_role_can_log_in(app):
         active = db.session.scalars(select(Subscription).where(
             Subscription.status == "active")).first()
         assert active.subscriber.status == "active"
+        # This month is billed once for every provisioned subscription, by the billing run.
+        billed = db.session.scalar(select(func.count()).select_from(BilledPeriod))
+        live = db.session.scalar(select(func.count()).select_from(Subscription).where(
+            Subscription.status.in_(("active", "suspended"))))
+        assert billed == live > 0
+        assert db.session.scalar(select(func.count()).select_from(Invoice).where(
+            Invoice.status == "open")) > 0
     for slug in ("valley", "summit"):
         for role in TENANT_ROLES:
             client = login(app.test_client(), f"{slug}-{role.lower()}", "headend-demo")

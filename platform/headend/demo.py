@@ -10,6 +10,7 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from headend.billing.run import bill_run
 from headend.catalog.models import (
     Account,
     InternetProfile,
@@ -79,10 +80,10 @@ def _catalog(session: Session) -> dict[str, Package]:
                            income_account=accounts.get(income), taxable=kind != "discount",
                            active=True)
         session.add(items[code])
-    session.add(TaxRate(label="State sales tax", kind="percent", rate=D("6.25"),
-                        require_on_new_subscriber=False, active=True))
-    session.add(TaxRate(label="911 fee", kind="flat", rate=D("0.75"),
-                        require_on_new_subscriber=False, active=True))
+    for label, kind, rate in (("State sales tax", "percent", D("6.25")),
+                              ("911 fee", "flat", D("0.75"))):
+        session.add(TaxRate(label=label, kind=kind, rate=rate, require_on_new_subscriber=False,
+                            active=True))
     packages = {}
     for name, prices, lines, speeds, inclusions in PACKAGES:
         setup, monthly, quarterly, semiannual, annual = prices
@@ -111,6 +112,7 @@ def _catalog(session: Session) -> dict[str, Package]:
 
 def _subscribers(session: Session, packages: dict[str, Package], rnd: random.Random, bar) -> None:
     names = list(packages)
+    taxes = list(session.scalars(select(TaxRate.id)))
     for n in range(SUBSCRIBERS_PER_TENANT):
         first, last = rnd.choice(FIRST), rnd.choice(LAST)
         business = n % 9 == 0
@@ -127,11 +129,13 @@ def _subscribers(session: Session, packages: dict[str, Package], rnd: random.Ran
             service_country="US", billing_same_as_service=True,
             status=rnd.choice(("active",) * 8 + ("prospect", "suspended")),
             billing_cycle="monthly", bill_day=1 + n % 28, paper_invoice=n % 10 == 0,
+            tax_rate_ids=taxes, tax_exempt=n % 25 == 0,
+            tax_exemption_code=f"EX-{n:04d}" if n % 25 == 0 else None,
         )
         if subscriber.status != "prospect":
             subscription = add_package(
                 session, subscriber.id, packages[rnd.choice(names)].id, billing_cycle="monthly",
-                bill_start_date=dt.date.today() - dt.timedelta(days=rnd.randrange(30, 900)))
+                bill_start_date=dt.date.today().replace(day=1))
             # Seeded as long-standing customers: provisioned already, as their account says.
             subscription.status = subscriber.status
             for service in subscription.services:
@@ -159,6 +163,8 @@ def load_demo(app) -> list[tuple[str, str, str]]:
                     packages = _catalog(db.session)
                     _subscribers(db.session, packages, rnd, bar)
                 db.session.commit()
+                # This month's invoices, by the same billing run the nightly job uses.
+                bill_run(db.session, dt.date.today(), tenant_slug=slug)
                 for role in TENANT_ROLES:
                     username = f"{slug}-{role.lower()}"
                     user = sm.add_user(username, name.split()[0], role,
