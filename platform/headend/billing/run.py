@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, selectinload
 from headend.audit.models import AuditLog
 from headend.billing import drafting
 from headend.billing import taxes as tax_rules
+from headend.billing.changes import apply_schedule
 from headend.billing.charges import Charge, InclusionSnapshot, SubscriptionSnapshot, charges_for
 from headend.billing.defaults import invoice_defaults
 from headend.billing.drafting import (
@@ -377,6 +378,8 @@ class _Snap:
     fixed: bool  # a bill day is set (or the tenant bills on a fixed day)
     cancel_on: dt.date | None
     package: Package
+    # A deferred downgrade: from this period start on, this snapshot and package bill.
+    scheduled: tuple[dt.date, SubscriptionSnapshot, Package] | None = None
 
 
 def _load_snapshots(session: Session, ids: list[int], runner: _TenantRunner) -> list[_Snap]:
@@ -389,32 +392,45 @@ def _load_snapshots(session: Session, ids: list[int], runner: _TenantRunner) -> 
                   Subscription.billing_cycle, Subscription.quantity, Subscription.custom_price,
                   Subscription.bill_start_date, Subscription.created_at, Subscription.bill_day,
                   Subscription.hibernate_from, Subscription.hibernate_until,
-                  Subscription.cancel_on, last_end)
+                  Subscription.cancel_on, last_end, Subscription.scheduled_package_id,
+                  Subscription.scheduled_change_on)
         .where(Subscription.id.in_(ids)).order_by(Subscription.id)).all()
     fixed_mode = defaults.billing_mode == "fixed"
     snaps = []
     for (sub_id, owner, bill_to, package_id, cycle, quantity, custom_price, bill_start,
-         created_at, bill_day, hib_from, hib_until, cancel_on, last) in rows:
+         created_at, bill_day, hib_from, hib_until, cancel_on, last, scheduled_id,
+         scheduled_on) in rows:
         info = catalog.packages[package_id]
         package = info.package
         if cycle not in package.offered_cycles() and custom_price is None:
             continue  # the package no longer offers this cycle: nothing to charge by
         start = bill_start or created_at.date()
         day = bill_day or (defaults.bill_day if fixed_mode else start.day)
-        snaps.append(_Snap(SubscriptionSnapshot(
+        snapshot = SubscriptionSnapshot(
             subscription_id=sub_id, subscriber_id=owner,
-            bill_to_subscriber_id=bill_to or payers.get(owner, owner),
-            package_name=package.name, cycle=cycle, quantity=quantity,
-            unit_price=unit_price(package, cycle, custom_price), setup_fee=package.setup_fee,
-            first_invoice=last is None, bill_start_date=start,
-            income_account_id=info.income_account_id,
+            bill_to_subscriber_id=bill_to or payers.get(owner, owner), cycle=cycle,
+            quantity=quantity, first_invoice=last is None, bill_start_date=start,
             setup_income_account_id=catalog.accounts[SETUP_INCOME],
-            taxable=package.tax_mode != "none",
-            exclude_from_invoicing=package.exclude_from_invoicing,
             hibernate_from=hib_from, hibernate_until=hib_until,
-            hibernation_fee=package.hibernation_fee, inclusions=info.inclusions),
-            last, day, bool(bill_day) or fixed_mode, cancel_on, package))
+            **_package_fields(info, cycle, custom_price))
+        scheduled = None
+        if scheduled_id is not None and scheduled_on is not None:
+            later = catalog.packages[scheduled_id]
+            scheduled = (scheduled_on, replace(snapshot, **_package_fields(
+                later, cycle, custom_price)), later.package)
+        snaps.append(_Snap(snapshot, last, day, bool(bill_day) or fixed_mode, cancel_on,
+                           package, scheduled))
     return snaps
+
+
+def _package_fields(info: _PackageInfo, cycle: str, custom_price) -> dict:
+    """The snapshot fields that come from the package."""
+    package = info.package
+    return dict(package_name=package.name, unit_price=unit_price(package, cycle, custom_price),
+                setup_fee=package.setup_fee, income_account_id=info.income_account_id,
+                taxable=package.tax_mode != "none",
+                exclude_from_invoicing=package.exclude_from_invoicing,
+                hibernation_fee=package.hibernation_fee, inclusions=info.inclusions)
 
 
 # --- invoices in memory ----------------------------------------------------------------------
@@ -468,11 +484,14 @@ class _InvoiceBuilder:
         d = self.defaults
         for snap in self.snaps:
             for k, (period, full) in enumerate(self._due_periods(snap)):
-                sub = snap.snapshot if k == 0 else replace(snap.snapshot, first_invoice=False)
+                base, package = snap.snapshot, snap.package
+                if snap.scheduled is not None and period.start >= snap.scheduled[0]:
+                    _, base, package = snap.scheduled
+                sub = base if k == 0 else replace(base, first_invoice=False)
                 payer = sub.bill_to_subscriber_id
                 draft = drafts.setdefault(payer, _Draft(payer))
                 draft.periods.append((sub.subscription_id, period))
-                draft.packages[sub.subscription_id] = snap.package
+                draft.packages[sub.subscription_id] = package
                 charges[payer] += charges_for(sub, period if d.prorate_first_period else full,
                                               full, proration_basis=d.proration_basis)
         if not drafts:
@@ -732,6 +751,12 @@ def _write(runner: _TenantRunner, drafts: list[_Draft]) -> None:
     _insert(session, BilledPeriod, [dict(
         subscription_id=sub_id, period_start=period.start, period_end=period.end,
         invoice_id=inv.id) for inv in drafts for sub_id, period in inv.periods])
+    billed = [item for inv in drafts for item in inv.periods]
+    scheduled = set(session.scalars(sa.select(Subscription.id).where(
+        Subscription.id.in_({sub_id for sub_id, _ in billed}),
+        Subscription.scheduled_package_id.is_not(None))))
+    if scheduled:
+        apply_schedule(session, [item for item in billed if item[0] in scheduled])
     _apply_credits(session, [inv for inv in drafts if inv.id in posted])
 
 
