@@ -339,3 +339,15 @@ def test_hibernating_subscription_gets_the_credit_and_fee_not_a_back_bill(books)
     subscription.status = "active"
     june = invoice_now(s, sub.id, dt.date(2026, 6, 1))
     assert june.total == 11999 and invoice_now(s, sub.id, dt.date(2026, 6, 2)) is None
+
+
+def test_flat_subscriber_taxes_are_per_cycle_not_on_the_setup_fee(books):
+    s = books
+    state, e911 = tax_rate(s), tax_rate(s, label="911 fee", rate="0.75", kind="flat")
+    sub = subscriber(s, rates=(state, e911))
+    subscribe(s, sub, triple_play(s), start=dt.date(2026, 1, 1))
+    invoice = invoice_now(s, sub.id, dt.date(2026, 1, 1))
+    taxes = {line.kind: {t.jurisdiction: t.amount for t in line.taxes} for line in invoice.lines
+             if line.amount}
+    assert taxes["setup"] == {"State tax": 312}  # 6.25 % of 49.99; no 911 fee
+    assert taxes["recurring"] == {"State tax": 750, "911 fee": 75}  # 6.25 % of 119.99 + 0.75

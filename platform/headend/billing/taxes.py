@@ -100,6 +100,10 @@ def _line_rates(line: InvoiceLine, subscriber: Subscriber, package: Package | No
         return None
     if line.amount < 0:  # a credit gives back percent taxes; flat taxes are per charge
         rates = tuple(r for r in rates if r.kind == "percent")
+    elif line.kind == "setup" and package is not None and package.tax_mode == "subscriber":
+        # A subscriber's flat taxes (a 911 fee) are per billing cycle, not per one-time fee;
+        # the custom mode has its own setup-fee rate for that.
+        rates = tuple(r for r in rates if r.kind == "percent")
     return rates, exemption
 
 
