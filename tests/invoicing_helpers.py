@@ -6,7 +6,6 @@ import datetime as dt
 import itertools
 from decimal import Decimal as D
 
-import pytest
 from headend.billing.defaults import update_invoice_defaults
 from headend.billing.models import BilledPeriod, Invoice
 from headend.catalog.models import (
@@ -17,26 +16,13 @@ from headend.catalog.models import (
     Service,
     TaxRate,
 )
-from headend.db import db
 from headend.ledger.models import JournalEntry, Leg
 from headend.ledger.services import subscriber_balance
 from headend.subscribers.services import add_package, create_subscriber
-from headend.tenancy.context import acting_as
 from sqlalchemy import func, select
 
 _seq = itertools.count(1)
 JAN20 = dt.date(2026, 1, 20)
-
-
-@pytest.fixture
-def books(app, make_tenant):
-    """A fresh tenant's session (default chart of accounts), acting as that tenant."""
-    tenant = make_tenant(f"Invoicing {next(_seq)}")
-    with app.app_context(), acting_as(tenant):
-        db.session.info["tenant"] = tenant
-        yield db.session
-        db.session.rollback()
-        db.session.remove()
 
 
 def tax_rate(s, label="State tax", rate="6.25", kind="percent") -> TaxRate:
@@ -48,15 +34,24 @@ def tax_rate(s, label="State tax", rate="6.25", kind="percent") -> TaxRate:
 
 def triple_play(s, **over) -> Package:
     """The demo's Triple Play: 119.99 a month, 49.99 setup, a free router."""
-    values = dict(name=f"Triple Play {next(_seq)}", setup_fee=D("49.99"),
-                  price_monthly=D("119.99"), price_quarterly=D("349.99"),
-                  price_semiannual=D("689.99"), price_annual=D("1319.99"))
+    values = dict(
+        name=f"Triple Play {next(_seq)}",
+        setup_fee=D("49.99"),
+        price_monthly=D("119.99"),
+        price_quarterly=D("349.99"),
+        price_semiannual=D("689.99"),
+        price_annual=D("1319.99"),
+    )
     values.update(over)
     package = Package(**values)
-    package.service_lines.append(PackageServiceLine(
-        service=Service(name=f"Internet {next(_seq)}", type="internet"), label="Internet"))
-    router = Item(code=f"RTR-{next(_seq)}", name="AC1200 router", type="equipment",
-                  price=D("89.00"))
+    package.service_lines.append(
+        PackageServiceLine(
+            service=Service(name=f"Internet {next(_seq)}", type="internet"), label="Internet"
+        )
+    )
+    router = Item(
+        code=f"RTR-{next(_seq)}", name="AC1200 router", type="equipment", price=D("89.00")
+    )
     package.inclusions.append(PackageInclusion(item=router, quantity=1))
     s.add(package)
     s.flush()
@@ -65,9 +60,16 @@ def triple_play(s, **over) -> Package:
 
 def subscriber(s, rates=(), **over):
     n = next(_seq)
-    values = dict(first_name="Ana", last_name=f"Bill{n}", email=f"b{n}@x.test",
-                  service_line1="100 N State St", service_city="Chicago", service_region="IL",
-                  service_postal_code="60601", service_country="US")
+    values = dict(
+        first_name="Ana",
+        last_name=f"Bill{n}",
+        email=f"b{n}@x.test",
+        service_line1="100 N State St",
+        service_city="Chicago",
+        service_region="IL",
+        service_postal_code="60601",
+        service_country="US",
+    )
     values.update(over)
     sub = create_subscriber(s, **values)
     sub.tax_rates = list(rates)
@@ -96,9 +98,11 @@ def legs_sum(s) -> int:
 
 
 def counts(s) -> tuple[int, int, int]:
-    return (s.scalar(select(func.count(Invoice.id))),
-            s.scalar(select(func.count(JournalEntry.id))),
-            s.scalar(select(func.count(BilledPeriod.id))))
+    return (
+        s.scalar(select(func.count(Invoice.id))),
+        s.scalar(select(func.count(JournalEntry.id))),
+        s.scalar(select(func.count(BilledPeriod.id))),
+    )
 
 
 def balance(s, sub) -> int:

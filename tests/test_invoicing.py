@@ -20,7 +20,6 @@ from headend.ledger.models import JournalEntry
 from headend.ledger.services import set_closing_date
 from sqlalchemy import select
 
-from tests import invoicing_helpers
 from tests.invoicing_helpers import (
     JAN20,
     balance,
@@ -35,7 +34,6 @@ from tests.invoicing_helpers import (
 )
 
 FEB1 = dt.date(2026, 2, 1)
-books = invoicing_helpers.books  # the fixture
 
 
 def test_invoice_now_bills_the_partial_first_period_with_setup_and_taxes(books):

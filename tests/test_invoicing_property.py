@@ -11,10 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from tests import invoicing_helpers
 from tests.invoicing_helpers import balance, legs_sum, subscriber, tax_rate
 
-books = invoicing_helpers.books  # the fixture
 DAY = dt.date(2026, 1, 20)
 
 prices = st.decimals(min_value=0, max_value=500, places=2)

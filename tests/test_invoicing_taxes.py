@@ -18,7 +18,6 @@ from headend.ledger.models import JournalEntry
 from headend.plugins.services import configure_plugin
 from sqlalchemy import select
 
-from tests import invoicing_helpers
 from tests.invoicing_helpers import (
     JAN20,
     balance,
@@ -31,7 +30,6 @@ from tests.invoicing_helpers import (
 from tests.peers import avatax
 from tests.peers.avatax import ACCOUNT_ID, COMPANY, LICENSE_KEY
 
-books = invoicing_helpers.books  # the fixture
 avatax_server = avatax.avatax_server  # the fake AvaTax, a fixture
 
 

@@ -14,10 +14,7 @@ from headend.ledger.models import JournalEntry, Leg
 from headend.ledger.services import LegSpec
 from sqlalchemy import func, select
 
-from tests import ledger_helpers
 from tests.ledger_helpers import JAN, invoice, payment, subscriber
-
-books = ledger_helpers.books  # the fixture
 
 
 def _count(session, model) -> int:

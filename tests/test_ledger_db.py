@@ -15,10 +15,7 @@ from headend.ledger.services import LegSpec
 from headend.tenancy.context import acting_as
 from sqlalchemy import func, select
 
-from tests import ledger_helpers
 from tests.ledger_helpers import JAN, invoice, subscriber
-
-books = ledger_helpers.books  # the fixture
 
 pytestmark = pytest.mark.postgresql_only
 

@@ -14,10 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from tests import ledger_helpers
 from tests.ledger_helpers import JAN, subscriber
-
-books = ledger_helpers.books  # the fixture
 
 _run = itertools.count(1)
 amounts = st.integers(min_value=1, max_value=10**9)

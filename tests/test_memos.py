@@ -14,11 +14,9 @@ from headend.ledger import services as ledger
 from headend.ledger.models import JournalEntry, Leg
 from sqlalchemy import func, select
 
-from tests import ledger_helpers
 from tests.ledger_helpers import JAN, subscriber
 from tests.memo_helpers import posted_invoice
 
-books = ledger_helpers.books  # the fixture
 FEB = dt.date(2024, 2, 1)
 
 

@@ -13,11 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from tests import ledger_helpers
 from tests.ledger_helpers import JAN, subscriber
 from tests.memo_helpers import posted_invoice
-
-books = ledger_helpers.books  # the fixture
 
 amounts = st.integers(min_value=1, max_value=10**7)
 operations = st.lists(st.one_of(

@@ -13,10 +13,8 @@ from headend.catalog.models import Item
 from headend.errors import ValidationFailed
 from sqlalchemy import func, select
 
-from tests import ledger_helpers
 from tests.ledger_helpers import subscriber
 
-books = ledger_helpers.books  # the fixture
 JAN, FEB, MAR = dt.date(2024, 1, 1), dt.date(2024, 2, 1), dt.date(2024, 3, 1)
 
 

@@ -17,7 +17,6 @@ from headend.billing.models import Memo
 from headend.errors import ValidationFailed
 from sqlalchemy import func, select
 
-from tests import invoicing_helpers
 from tests.invoicing_helpers import (
     balance,
     counts,
@@ -31,7 +30,6 @@ from tests.invoicing_helpers import (
 
 JAN1, JAN11, FEB1, MAR1 = (dt.date(2026, 1, 1), dt.date(2026, 1, 11), dt.date(2026, 2, 1),
                            dt.date(2026, 3, 1))
-books = invoicing_helpers.books  # the fixture
 
 
 def _package(s, price, **over):

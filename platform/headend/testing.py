@@ -117,6 +117,18 @@ def ctx(app):
 
 
 @pytest.fixture
+def books(app, make_tenant):
+    """The session of a fresh tenant (with its default chart), acting as that tenant; its id is
+    in `books.info["tenant"]`."""
+    tenant = make_tenant(f"Books {uuid.uuid4().hex[:8]}")
+    with app.app_context(), acting_as(tenant):
+        db.session.info["tenant"] = tenant
+        yield db.session
+        db.session.rollback()
+        db.session.remove()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 
