@@ -12,7 +12,9 @@ from decimal import Decimal as D
 from headend.audit.models import AuditLog
 from headend.billing import models as billing
 from headend.catalog import models as cat
+from headend.dunning.models import ScheduledAction
 from headend.ledger.models import JournalEntry
+from headend.payments import models as payments
 from headend.subscribers import models as sub
 from headend.tenancy.context import current_scope
 from sqlalchemy.orm import Session
@@ -85,11 +87,44 @@ def _invoice(s: Session):
                        today=dt.date(2024, 1, 1))
 
 
+def _payment(s: Session):
+    import datetime as dt
+
+    from headend.payments.services import receive_payment
+    from headend.plugins.services import configure_plugin
+
+    configure_plugin(s, "manual", True, {})
+    return receive_payment(s, _subscriber(s).id, 1500, "check", dt.date(2024, 1, 1),
+                           reference=f"{next(_seq)}")
+
+
+def _refund(s: Session):
+    import datetime as dt
+
+    from headend.payments.services import refund_payment
+
+    return refund_payment(s, _payment(s).id, 500, dt.date(2024, 1, 2), "test")
+
+
+def _saved_method(s: Session):
+    return payments.SavedPaymentMethod(
+        subscriber=_subscriber(s), plugin_id="stripe", provider_ref=f"pm_test_{next(_seq)}",
+        customer_ref="cus_test", method="card", brand="visa", last4="4242", exp_month=4,
+        exp_year=2031)
+
+
 def _audit(s: Session) -> AuditLog:
     row = AuditLog(tenant_id=current_scope().tenant_id, actor_name="test", action="create",
                    entity="x", entity_id="1")
     s.add(row)
     return row
+
+
+def _scheduled_action(s: Session):
+    import datetime as dt
+
+    return ScheduledAction(subscriber=_subscriber(s), action="suspend",
+                           not_before=dt.date.today() + dt.timedelta(days=7), reason="promised")
 
 
 BUILDERS = {
@@ -114,6 +149,10 @@ BUILDERS = {
     billing.Invoice: _invoice,
     billing.Memo: _memo,
     billing.RecurringLine: _recurring_line,
+    payments.Payment: _payment,
+    payments.Refund: _refund,
+    payments.SavedPaymentMethod: _saved_method,
+    ScheduledAction: _scheduled_action,
 }
 
 

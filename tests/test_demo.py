@@ -6,6 +6,7 @@ from headend.catalog.models import Package
 from headend.cli import main
 from headend.db import db
 from headend.demo import SUBSCRIBERS_PER_TENANT, TENANTS
+from headend.payments.models import Payment
 from headend.subscribers.models import Subscriber, Subscription
 from headend.tenancy.context import acting_as
 from headend.tenancy.models import Tenant
@@ -37,6 +38,12 @@ def test_demo_loads_once_and_every_role_can_log_in(app):
         assert billed == live > 0
         assert db.session.scalar(select(func.count()).select_from(Invoice).where(
             Invoice.status == "open")) > 0
+        # Some subscribers paid this month's invoice at the counter, by cash or check.
+        methods = set(db.session.scalars(select(Payment.method).where(
+            Payment.status == "processed")))
+        assert methods == {"cash", "check"}
+        assert db.session.scalar(select(func.count()).select_from(Invoice).where(
+            Invoice.status == "paid")) > 0
     for slug in ("valley", "summit"):
         for role in TENANT_ROLES:
             client = login(app.test_client(), f"{slug}-{role.lower()}", "headend-demo")

@@ -25,6 +25,8 @@ DOMAINS = (
     "headend.audit",
     "headend.ledger",
     "headend.billing",
+    "headend.payments",
+    "headend.dunning",
 )
 
 

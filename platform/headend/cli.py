@@ -152,6 +152,49 @@ def bill_run(ctx, run_date, tenant_slug, dry_run, chunk_size):
                 click.echo(f"    {line}")
 
 
+@main.command("collections")
+@click.option("--date", "run_date", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The run date (default: today).")
+@click.option("--tenant", "tenant_slug", default=None, help="Only this tenant (its slug).")
+@click.option("--dry-run", is_flag=True, help="Print what would be done; write nothing.")
+@click.pass_context
+def collections(ctx, run_date, tenant_slug, dry_run):
+    """Write-offs, late fees, suspension notices and suspensions (once each; safe to rerun)."""
+    import datetime as dt
+
+    from headend.db import db
+    from headend.dunning.collect import count_candidates, run_collections, tenants
+    from headend.dunning.jobs import COMMIT_EVERY, every
+    from headend.errors import ValidationFailed
+    from headend.tenancy.context import acting_as
+
+    day = run_date.date() if run_date else dt.date.today()
+    app = _app(ctx)
+    results = []
+    with app.app_context():
+        try:
+            chosen = tenants(db.session, tenant_slug)
+            total = sum(count_candidates(db.session, day, t) for t, _ in chosen)
+            db.session.rollback()
+            label = f"{'dry run' if dry_run else 'collections'} {day}"
+            with click.progressbar(length=total, label=label, show_pos=True) as bar:
+                for tenant_id, _slug in chosen:
+                    with acting_as(tenant_id, actor_name="collections"):
+                        session = db.session
+                        results.append(run_collections(
+                            session, day, dry_run=dry_run, progress=bar.update,
+                            after_step=None if dry_run else every(COMMIT_EVERY,
+                                                                  session.commit)))
+                        if dry_run:
+                            session.rollback()
+                        else:
+                            session.commit()
+        except ValidationFailed as exc:
+            raise click.ClickException(str(exc.errors)) from exc
+    for result in results:
+        click.echo(("would do " if dry_run else "done ") + result.describe())
+
+
 @main.command()
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")

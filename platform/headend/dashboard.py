@@ -50,7 +50,18 @@ def summary(session: Session) -> dict:
         "subscribers": _by_status(session, Subscriber.status, SUBSCRIBER_STATUSES),
         "subscriptions": _by_status(session, Subscription.status, SUBSCRIPTION_STATUSES),
         "revenue": billed_revenue(session, dt.date.today()),
+        "aging": ar_aging(session, dt.date.today()),
     }
+
+
+def ar_aging(session: Session, today: dt.date) -> list[tuple]:
+    """(bucket, balance due in minor units, label) of open invoices by days past due."""
+    from headend.billing.drafting import currency
+    from headend.dunning.reports import ar_aging as buckets
+
+    code = currency(session)
+    return [(name, amount, format_money(amount, code)) for name, amount in
+            buckets(session, today)]
 
 
 class DashboardIndexView(IndexView):

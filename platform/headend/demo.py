@@ -143,6 +143,29 @@ def _subscribers(session: Session, packages: dict[str, Package], rnd: random.Ran
         bar.update(1)
 
 
+def _payments(session: Session) -> None:
+    """About a quarter of the billed subscribers paid this month's invoice at the counter:
+    cash or check, a few only in part, a few a little more (left as account credit)."""
+    from headend.billing.models import Invoice
+    from headend.payments.services import receive_payment
+    from headend.plugins.services import configure_plugin
+
+    configure_plugin(session, "manual", True, {})
+    today = dt.date.today()
+    invoices = session.scalars(select(Invoice).where(Invoice.status == "open")
+                               .order_by(Invoice.id)).all()
+    for n, invoice in enumerate(invoices[::4]):
+        method = "check" if n % 3 else "cash"
+        amount = invoice.balance_due
+        if n % 7 == 3:
+            amount //= 2
+        elif n % 7 == 5:
+            amount += 1000
+        receive_payment(session, invoice.subscriber_id, amount, method, today,
+                        reference=f"{1040 + n}" if method == "check" else None,
+                        transaction_id=f"demo-{invoice.id}")
+
+
 def load_demo(app) -> list[tuple[str, str, str]]:
     """Load everything; returns (username, role, tenant) for the printed login table."""
     from headend.db import db
@@ -165,6 +188,9 @@ def load_demo(app) -> list[tuple[str, str, str]]:
                 db.session.commit()
                 # This month's invoices, by the same billing run the nightly job uses.
                 bill_run(db.session, dt.date.today(), tenant_slug=slug)
+                with acting_as(tenant.id, None, "demo"):
+                    _payments(db.session)
+                db.session.commit()
                 for role in TENANT_ROLES:
                     username = f"{slug}-{role.lower()}"
                     user = sm.add_user(username, name.split()[0], role,

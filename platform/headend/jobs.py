@@ -111,10 +111,15 @@ def app_context(app: Flask | None = None):
 # --- the daily work --------------------------------------------------------------------------
 
 def daily_jobs(day: dt.date, app: Flask | None = None) -> list[Enqueued]:
-    """Enqueue what runs once a day (today: the billing run of every active tenant)."""
-    from headend.billing.jobs import enqueue_billing_runs
+    """Enqueue what runs once a day: every active tenant's dated subscription changes, then
+    its billing run, then its collections (same queue, so a worker takes them in that order);
+    autopay and the reconciliation of unsettled payments go on the payments queue."""
+    from headend.billing.jobs import enqueue_billing_runs, enqueue_due_changes
+    from headend.dunning.jobs import enqueue_daily as enqueue_collections
+    from headend.payments.jobs import enqueue_reconciles
 
-    return enqueue_billing_runs(day, app=app)
+    return (enqueue_due_changes(day, app=app) + enqueue_billing_runs(day, app=app)
+            + enqueue_collections(day, app=app) + enqueue_reconciles(day, app=app))
 
 
 def run_scheduler(app: Flask, *, once: bool = False, at_hour: int = 1, sleep=None,

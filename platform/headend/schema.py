@@ -14,6 +14,8 @@ MODEL_MODULES = (
     "headend.plugins.models",
     "headend.ledger.models",
     "headend.billing.models",
+    "headend.payments.models",
+    "headend.dunning.models",
 )
 
 

@@ -8,9 +8,13 @@ response (the SDK's logging reads it). It is stateful: recorded transactions liv
 `transactions` keyed by (company code, transaction code); SalesOrder estimates are never stored.
 Tax comes from a jurisdiction table keyed by postal code, else region.
 
-Switches for outage tests: `fail_with = 503` answers every request with that status,
-`delay = seconds` sleeps before handling (the request is still processed afterwards, as a real
-server would), and `closed_url()` is an address where nothing listens.
+Switches for outage tests: `fail_with = 503` answers every request with that status;
+`fail_next = n` fails only the next n requests (with 503, or `fail_with`), after the first
+`fail_after` requests succeed: an outage that begins and ends mid-run; `delay = seconds`
+sleeps before handling (the request is still processed afterwards, as a real server would);
+`closed_url()` is an address where nothing listens; `refuse_postal_codes` makes it refuse
+(400) documents addressed there, as AvaTax refuses an address it cannot resolve; `received`
+keeps each request's method, path and decoded body.
 """
 
 from __future__ import annotations
@@ -93,7 +97,11 @@ class FakeAvaTax:
         default_factory=lambda: dict(DEFAULT_JURISDICTIONS))
     transactions: dict[tuple[str, str], dict] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    received: list[tuple[str, str, dict | None]] = field(default_factory=list)
     fail_with: int | None = None
+    fail_next: int = 0
+    fail_after: int = 0
+    refuse_postal_codes: set[str] = field(default_factory=set)
     delay: float = 0.0
     url: str = ""
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1001))
@@ -101,6 +109,16 @@ class FakeAvaTax:
 
     def stored(self, code: str, company: str = COMPANY) -> dict | None:
         return self.transactions.get((company, code))
+
+    def failing(self) -> int | None:
+        """The status this request fails with, if it is to fail (counting `fail_next` down)."""
+        with self._lock:
+            if self.fail_after > 0:
+                self.fail_after -= 1
+            elif self.fail_next > 0:
+                self.fail_next -= 1
+                return self.fail_with or 503
+        return self.fail_with
 
     def closed_url(self) -> str:
         """A local address where nothing listens: connections are refused."""
@@ -175,6 +193,9 @@ class FakeAvaTax:
 
     def _compute(self, m: dict, company: str, code: str, doc_type: str) -> dict:
         address = _lower_keys(_lower_keys(m.get("addresses")).get("singlelocation"))
+        if str(address.get("postalcode", "")) in self.refuse_postal_codes:
+            raise AvaTaxError(400, "InvalidAddress",
+                              f"The address in {address['postalcode']} cannot be resolved.")
         juris = self.jurisdictions.get(str(address.get("postalcode", "")),
                                        self.jurisdictions.get(str(address.get("region", "")), ()))
         tx_id = next(self._ids)
@@ -270,18 +291,22 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         fake.requests.append((method, path))
+        try:
+            body, bad_json = json.loads(raw, parse_float=Decimal) if raw else None, False
+        except ValueError:
+            body, bad_json = None, True
+        fake.received.append((method, path, body))
         if fake.delay:
             time.sleep(fake.delay)
-        if fake.fail_with:
-            self._respond(fake.fail_with, {"error": {"code": "ServiceUnavailable",
-                                                     "message": "The service is unavailable."}})
+        failure = fake.failing()
+        if failure:
+            self._respond(failure, {"error": {"code": "ServiceUnavailable",
+                                              "message": "The service is unavailable."}})
             return
         try:
             fake.authenticate(self.headers.get("Authorization"))
-            try:
-                body = json.loads(raw, parse_float=Decimal) if raw else None
-            except ValueError:
-                raise AvaTaxError(400, "InvalidJson", "The request body is not JSON.") from None
+            if bad_json:
+                raise AvaTaxError(400, "InvalidJson", "The request body is not JSON.")
             self._respond(200, fake.handle(method, path, body))
         except AvaTaxError as exc:
             self._respond(exc.status, exc.body())
@@ -306,7 +331,8 @@ def start(fake: FakeAvaTax | None = None) -> tuple[FakeAvaTax, ThreadingHTTPServ
 
 @pytest.fixture
 def avatax_server():
-    """A fresh fake AvaTax per test: `.url`, `.transactions`, `.fail_with`, `.delay`."""
+    """A fresh fake AvaTax per test: `.url`, `.transactions`, `.received`, `.fail_with`,
+    `.fail_next`, `.delay`."""
     fake, server = start()
     yield fake
     server.shutdown()

@@ -1,5 +1,6 @@
-"""The subscription page's change forms: change package (preview, apply), cancel, hibernate and
-resume. Rules live in `billing.changes`; these views parse forms and show results."""
+"""The subscription page's change forms: change package (preview, apply), call off a scheduled
+downgrade, cancel, hibernate and resume. Rules live in `billing.changes`; these views parse
+forms and show results."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
     class_permission_name = perms.SUBSCRIPTIONS
     method_permission_name = {"change": perms.READ, "apply_change": perms.WRITE,
                               "cancel": perms.WRITE, "hibernate": perms.WRITE,
-                              "resume": perms.WRITE}
+                              "resume": perms.WRITE, "cancel_scheduled": perms.WRITE}
     pk_model = Subscription
 
     def _back(self, pk):
@@ -109,6 +110,13 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
                            _int(request.form.get("package_id")), day,
                            success="Package change applied")
 
+    @expose("/<int:pk>/scheduled-change/cancel", methods=["POST"])
+    @has_access
+    def cancel_scheduled(self, pk):
+        _subscription(pk)
+        return self._write(pk, changes.cancel_scheduled_change,
+                           success="Scheduled package change called off")
+
     @expose("/<int:pk>/cancel", methods=["POST"])
     @has_access
     def cancel(self, pk):
@@ -147,6 +155,7 @@ def subscription_changes(subscription: Subscription) -> Markup:
     offered = [p for p in packages if subscription.billing_cycle in p.offered_cycles()]
     return Markup(render_template(
         "billing/_subscription_changes.html", subscription=subscription, packages=offered,
+        scheduled=changes.scheduled_package(db.session, subscription),
         can_write=_can_write(), today=_today()))
 
 

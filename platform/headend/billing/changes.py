@@ -9,15 +9,19 @@ Rules (documented choices):
 - Upgrade (new price >= old) is immediate: credit the unused rest of the old package, charge
   the new one for the rest (`proration.immediate_upgrade`), posted as one invoice dated the
   change date; a negative net (an immediate downgrade) is a credit memo instead. Taxes follow
-  the invoice; a credit memo carries none.
+  the invoice; a credit memo gives back the percent taxes of the lines it nets (never a flat
+  tax: those are per billing cycle), see `memos.credit_memo`.
 - Downgrade with policy "deferred": nothing now; `scheduled_package_id` takes over on the
   current period's end, applied when that period is billed (`apply_schedule`).
 - A subscription with a custom price keeps its negotiated price only with its package: remove
   the custom price before changing the package. The cycle stays (Update Billing Cycle moves it).
 - Cancellation and hibernation change the status when their date is today or past; a future
-  date only schedules them (billing follows the dates: `cancel_on`, `hibernate_from/until`).
+  date is stored (billing follows the dates: `cancel_on`, `hibernate_from/until`) and the daily
+  job `apply_due_changes` changes the status on the day.
 - Hibernated days of an already billed period are credited at once by a credit memo (the
-  hibernation fee starts with the next billed period); resuming does not re-charge them.
+  hibernation fee starts with the next billed period). Resuming before the hibernation's end
+  charges back the credited days from the resume date on, by an invoice dated that day.
+- A deferred downgrade can be called off (`cancel_scheduled_change`) until it takes over.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from headend.billing import drafting, proration
@@ -158,11 +162,41 @@ def change_package(session: Session, subscription_id, new_package_id, change_dat
         return change
     old_package = sub.package
     sub.package_id, sub.package = package.id, package
+    sub.take_package_taxes(package)
     sub.scheduled_package_id = sub.scheduled_change_on = None
     if change.lines:
         _bill(session, sub, old_package, package, change, change_date)
     session.flush()
     return change
+
+
+def _line(sub: Subscription, piece: proration.ProratedLine, snap, currency: str,
+          position: int = 0) -> InvoiceLine:
+    """A prorated piece as an invoice line: of a change's invoice, or one a credit memo undoes."""
+    return InvoiceLine(
+        position=position, kind="proration", description=piece.description[:255],
+        explanation=piece.explanation, subscription_id=sub.id,
+        for_subscriber_id=sub.subscriber_id, period_start=piece.period.start,
+        period_end=piece.period.end, quantity=Decimal(1), unit_price=piece.amount,
+        amount=to_minor(piece.amount, currency), income_account_id=snap.income_account_id,
+        taxable=snap.taxable, tax=0)
+
+
+def _post_invoice(session: Session, sub: Subscription, lines: list[InvoiceLine], day: dt.date,
+                  memo: str) -> Invoice:
+    """Post `lines` as one invoice of the subscription's payer dated `day` (taxed as usual)."""
+    defaults = drafting.settings(session)
+    invoice = Invoice(subscriber_id=drafting.bill_to(sub), invoice_date=day,
+                      due_date=day + dt.timedelta(days=defaults.due_days), status="draft",
+                      source="manual", currency=drafting.currency(session), memo=memo[:255])
+    for position, line in enumerate(lines, start=1):
+        line.position = position
+        invoice.lines.append(line)
+    invoice.subtotal = invoice.total = sum(line.amount for line in invoice.lines)
+    invoice.tax_total = 0
+    session.add(invoice)
+    session.flush()
+    return post_invoice(session, invoice)
 
 
 def _bill(session: Session, sub: Subscription, old: Package, new: Package, change: Change,
@@ -172,32 +206,17 @@ def _bill(session: Session, sub: Subscription, old: Package, new: Package, chang
     accounts = drafting.account_ids(session)
     old_snap = drafting.snapshot(sub, old, accounts, False)
     new_snap = drafting.snapshot(sub, new, accounts, False)
-    payer = drafting.bill_to(sub)
+    lines = [_line(sub, piece, snap, currency)
+             for piece, snap in zip(change.lines, (old_snap, new_snap), strict=True)]
     net = change.net(currency)
     if net < 0:
         change.memo = credit_memo(
-            session, payer, -net, f"Package change: {old.name} to {new.name}"[:255], day,
-            income_account_id=old_snap.income_account_id)
+            session, drafting.bill_to(sub), -net,
+            f"Package change: {old.name} to {new.name}"[:255], day,
+            income_account_id=old_snap.income_account_id, credited_lines=lines)
         return
-    defaults = drafting.settings(session)
-    invoice = Invoice(subscriber_id=payer, invoice_date=day,
-                      due_date=day + dt.timedelta(days=defaults.due_days), status="draft",
-                      source="manual", currency=currency,
-                      memo=f"Package changed from {old.name} to {new.name}"[:255])
-    for position, (piece, snap) in enumerate(
-            zip(change.lines, (old_snap, new_snap), strict=True), start=1):
-        invoice.lines.append(InvoiceLine(
-            position=position, kind="proration", description=piece.description[:255],
-            explanation=piece.explanation, subscription_id=sub.id,
-            for_subscriber_id=sub.subscriber_id, period_start=piece.period.start,
-            period_end=piece.period.end, quantity=Decimal(1), unit_price=piece.amount,
-            amount=to_minor(piece.amount, currency), income_account_id=snap.income_account_id,
-            taxable=snap.taxable, tax=0))
-    invoice.subtotal = invoice.total = sum(line.amount for line in invoice.lines)
-    invoice.tax_total = 0
-    session.add(invoice)
-    session.flush()
-    change.invoice = post_invoice(session, invoice)
+    change.invoice = _post_invoice(session, sub, lines, day,
+                                   f"Package changed from {old.name} to {new.name}")
 
 
 def apply_schedule(session: Session, billed: list[tuple[int, Period]]) -> None:
@@ -212,37 +231,50 @@ def apply_schedule(session: Session, billed: list[tuple[int, Period]]) -> None:
                 or period.start < sub.scheduled_change_on:
             continue
         sub.package = session.get(Package, sub.scheduled_package_id)
+        sub.take_package_taxes(sub.package)
         sub.scheduled_package_id = sub.scheduled_change_on = None
     session.flush()
 
 
 # --- cancellation and hibernation ------------------------------------------------------------
 
-def _credit_billed_days(session: Session, sub: Subscription, start: dt.date,
-                        end: dt.date | None, what: str, today: dt.date) -> Memo | None:
-    """Credit memo for the days [start, end) of periods already billed; None when none are."""
-    defaults = drafting.settings(session)
-    currency = drafting.currency(session)
+def _billed_pieces(session: Session, sub: Subscription, start: dt.date, end: dt.date | None,
+                   label: str, *, credit: bool) -> list[proration.ProratedLine]:
+    """The days [start, end) (None: open-ended) of the periods already billed, prorated at the
+    subscription's price, one piece per period."""
+    basis = _basis(drafting.settings(session))
     price = _price(sub, sub.package)
     rows = session.scalars(select(BilledPeriod).where(
         BilledPeriod.subscription_id == sub.id, BilledPeriod.period_end > start)
         .order_by(BilledPeriod.period_start))
-    lines = []
+    pieces = []
     for row in rows:
         full = Period(row.period_start, row.period_end)
         piece_start, piece_end = max(start, full.start), min(end or full.end, full.end)
         if piece_start < piece_end:
-            lines.append(proration.prorate(price, full, Period(piece_start, piece_end),
-                                           label=sub.package.name, basis=_basis(defaults),
-                                           credit=True))
-    amount = -sum(line.amount for line in proration.to_minor_lines(lines, currency))
+            pieces.append(proration.prorate(price, full, Period(piece_start, piece_end),
+                                            label=label, basis=basis, credit=credit))
+    return pieces
+
+
+def _billed_lines(session: Session, sub: Subscription, pieces) -> list[InvoiceLine]:
+    currency = drafting.currency(session)
+    snap = drafting.snapshot(sub, sub.package, drafting.account_ids(session), False)
+    return [_line(sub, piece, snap, currency) for piece in pieces]
+
+
+def _credit_billed_days(session: Session, sub: Subscription, start: dt.date,
+                        end: dt.date | None, what: str, today: dt.date) -> Memo | None:
+    """Credit memo for the days [start, end) of periods already billed, with the percent taxes
+    charged on them; None when none are billed."""
+    lines = _billed_lines(session, sub, _billed_pieces(session, sub, start, end,
+                                                       sub.package.name, credit=True))
+    amount = -sum(line.amount for line in lines)
     if amount <= 0:
         return None
-    accounts = drafting.account_ids(session)
-    snap = drafting.snapshot(sub, sub.package, accounts, False)
     return credit_memo(session, drafting.bill_to(sub), amount,
                        f"{what}: unused {sub.package.name}"[:255], today,
-                       income_account_id=snap.income_account_id)
+                       income_account_id=lines[0].income_account_id, credited_lines=lines)
 
 
 def cancel_subscription(session: Session, subscription_id, cancel_date, *,
@@ -292,6 +324,10 @@ def hibernate(session: Session, subscription_id, start, until=None, *,
     if limit:
         require(errors, "until", until is not None and (until - start).days <= limit,
                 f"{package.name} allows at most {limit} days of hibernation")
+    if sub.hibernate_from is not None:  # crediting the same days twice
+        require(errors, "start", sub.hibernate_until is not None and sub.hibernate_until <= start,
+                f"a hibernation from {sub.hibernate_from:%Y-%m-%d} is already set: "
+                "resume it first")
     last = _last_billed(session, sub)
     if last is not None:
         require(errors, "start", start >= last.period_start,
@@ -306,20 +342,96 @@ def hibernate(session: Session, subscription_id, start, until=None, *,
 
 
 def resume(session: Session, subscription_id, on_date, *,
-           today: dt.date | None = None) -> Subscription:
+           today: dt.date | None = None) -> Invoice | None:
     """End the hibernation on `on_date` (served again that day); a hibernation that had not
-    begun is simply dropped."""
+    begun is simply dropped. The days from `on_date` to the hibernation's planned end that
+    billing already credited (all billed ones, for an open-ended hibernation) are charged back
+    by an invoice dated `on_date`, prorated as they were credited; returns it (None: no day
+    to charge)."""
     today = today or dt.date.today()
     sub = _subscription(session, subscription_id)
     errors: dict[str, list[str]] = {}
     require(errors, "on_date", _is_date(on_date), "must be a date")
     require(errors, "status", sub.hibernate_from is not None, "the subscription is not hibernating")
     raise_if(errors)
+    planned_end = sub.hibernate_until
     if on_date <= sub.hibernate_from:
+        charge_from = sub.hibernate_from
         sub.hibernate_from = sub.hibernate_until = None
     else:
-        sub.hibernate_until = min(on_date, sub.hibernate_until or on_date)
+        charge_from = on_date
+        sub.hibernate_until = min(on_date, planned_end or on_date)
+    invoice = None
+    if planned_end is None or charge_from < planned_end:
+        lines = _billed_lines(session, sub, _billed_pieces(
+            session, sub, charge_from, planned_end, f"{sub.package.name}, resumed",
+            credit=False))
+        if sum(line.amount for line in lines) > 0:
+            invoice = _post_invoice(session, sub, lines, on_date,
+                                    f"Resumed on {on_date:%Y-%m-%d}: days credited for the "
+                                    "hibernation charged back")
     if sub.status == "hibernating" and on_date <= today:
         sub.status = "active"
     session.flush()
+    return invoice
+
+
+def cancel_scheduled_change(session: Session, subscription_id) -> Subscription:
+    """Call off a deferred downgrade: the current package simply stays."""
+    sub = _subscription(session, subscription_id)
+    if sub.scheduled_package_id is None:
+        raise ValidationFailed({"scheduled_change": "no package change is scheduled"})
+    sub.scheduled_package_id = sub.scheduled_change_on = None
+    session.flush()
     return sub
+
+
+def scheduled_package(session: Session, sub: Subscription) -> Package | None:
+    """The package a deferred downgrade will switch to, if one is scheduled."""
+    if sub.scheduled_package_id is None:
+        return None
+    return session.scalar(select(Package).where(Package.id == sub.scheduled_package_id))
+
+
+# --- the daily job ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DueChanges:
+    """Subscription ids whose status `apply_due_changes` changed, by what happened."""
+
+    cancelled: tuple[int, ...] = ()
+    hibernating: tuple[int, ...] = ()
+    resumed: tuple[int, ...] = ()
+
+
+def apply_due_changes(session: Session, today: dt.date) -> DueChanges:
+    """Give every subscription of the current tenant the status its dated changes call for on
+    `today`: cancelled from `cancel_on`, hibernating from `hibernate_from` (active or suspended
+    ones, as `hibernate` does), active again from `hibernate_until`.
+
+    The daily job calls it before the billing run. Only rows whose status is out of date are
+    loaded and changed through the ORM (so each change is audited); a second call on the same
+    day finds nothing to do. Billing does not wait for it: it reads the dates themselves.
+    """
+    if not _is_date(today):
+        raise ValidationFailed({"today": "must be a date"})
+
+    def flip(condition, status: str) -> tuple[int, ...]:
+        rows = session.scalars(select(Subscription).where(condition)
+                               .order_by(Subscription.id)).all()
+        for sub in rows:
+            sub.status = status
+        session.flush()
+        return tuple(sub.id for sub in rows)
+
+    cancelled = flip(and_(Subscription.cancel_on <= today,
+                          Subscription.status != "cancelled"), "cancelled")
+    hibernating = flip(and_(
+        Subscription.status.in_(("active", "suspended")),
+        Subscription.hibernate_from <= today,
+        or_(Subscription.hibernate_until.is_(None), Subscription.hibernate_until > today)),
+        "hibernating")
+    resumed = flip(and_(Subscription.status == "hibernating",
+                        or_(Subscription.hibernate_from.is_(None),
+                            Subscription.hibernate_until <= today)), "active")
+    return DueChanges(cancelled, hibernating, resumed)

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from headend.billing import periods
 from headend.billing.charges import Charge, InclusionSnapshot, SubscriptionSnapshot, charges_for
 from headend.billing.models import BilledPeriod, InvoiceDefaults, RecurringLine
+from headend.billing.taxes import TaxSettings
 from headend.catalog.models import Account, Item, Package
 from headend.subscribers.models import Subscriber, Subscription
 from headend.subscribers.services import unit_price
@@ -181,7 +182,7 @@ def snapshot(subscription: Subscription, package: Package, accounts: dict[str, i
         setup_fee=package.setup_fee, first_invoice=first_invoice,
         bill_start_date=start_date(subscription), income_account_id=accounts[service_code],
         setup_income_account_id=accounts[SETUP_INCOME],
-        taxable=package.tax_mode != "none",
+        taxable=TaxSettings.for_charge(subscription, package).taxed,
         exclude_from_invoicing=package.exclude_from_invoicing,
         hibernate_from=subscription.hibernate_from, hibernate_until=subscription.hibernate_until,
         hibernation_fee=package.hibernation_fee,
@@ -277,7 +278,7 @@ def paper_fee(defaults: InvoiceDefaults, payer: Subscriber,
                    explanation="The subscriber receives paper invoices")]
 
 
-def _cap_discounts(charges: list[Charge]) -> list[Charge]:
+def cap_discounts(charges: list[Charge]) -> list[Charge]:
     """A recurring discount never takes an invoice below zero."""
     room = sum((c.amount for c in charges if c.kind != "discount"), Decimal(0))
     capped = []
@@ -306,5 +307,5 @@ def due_charges(session: Session, payer: Subscriber, on_date: dt.date,
         charges += recurring_charges(session, payer.id, on_date, accounts)
         charges += paper_fee(defaults, payer, accounts)
     due = on_date + dt.timedelta(days=defaults.due_days)
-    return DueCharges(payer.id, on_date, due, currency(session), _cap_discounts(charges),
+    return DueCharges(payer.id, on_date, due, currency(session), cap_discounts(charges),
                       billed)

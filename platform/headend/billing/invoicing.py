@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -31,7 +32,13 @@ from headend.catalog.models import Item
 from headend.db import utcnow
 from headend.errors import ValidationFailed, raise_if, require
 from headend.ledger.models import JournalEntry
-from headend.ledger.services import LegSpec, ledger_settings, post_entry, reverse_entry
+from headend.ledger.services import (
+    LegSpec,
+    ledger_settings,
+    post_entry,
+    refuse_closed_books,
+    reverse_entry,
+)
 from headend.money import format_money, parse_decimal, to_minor
 from headend.plugins import events
 from headend.subscribers.models import Subscriber
@@ -62,7 +69,7 @@ def _payer(session: Session, subscriber_id) -> Subscriber:
     return sub
 
 
-def _ordered(charges: list[Charge], payer_id: int) -> list[Charge]:
+def ordered_charges(charges: list[Charge], payer_id: int) -> list[Charge]:
     """The payer's own charges first, then each other account's together (bill-to grouping)."""
     return sorted(charges, key=lambda c: (
         c.for_subscriber_id != payer_id, c.for_subscriber_id, c.subscription_id is None,
@@ -126,7 +133,7 @@ def draft_invoice_for(session: Session, subscriber_id: int, on_date: dt.date,
         session.flush()
         return None
     invoice.lines = [_line(c, n, due.currency)
-                     for n, c in enumerate(_ordered(charges, payer.id), start=1)]
+                     for n, c in enumerate(ordered_charges(charges, payer.id), start=1)]
     _totals(invoice)
     from headend.billing.changes import apply_schedule  # changes imports this module
 
@@ -166,7 +173,7 @@ def billing_preview(session: Session, subscriber_id: int, on_date: dt.date) -> P
     draft = Invoice(subscriber_id=payer.id, invoice_date=due.invoice_date,
                     due_date=due.due_date, currency=due.currency)
     draft.lines = [_line(c, n, due.currency)
-                   for n, c in enumerate(_ordered(due.charges, payer.id), start=1)]
+                   for n, c in enumerate(ordered_charges(due.charges, payer.id), start=1)]
     with session.no_autoflush:
         quoted = taxes.quote(session, draft, defaults.tax_engine, defaults.tax_rounding) \
             if draft.lines else True
@@ -298,17 +305,6 @@ def new_invoice(session: Session, subscriber_id: int, invoice_date: dt.date, lin
 
 # --- posting ----------------------------------------------------------------------------------
 
-def _refuse_closed_books(session: Session, day: dt.date, field: str) -> None:
-    """Refuse before anything is numbered or sent to the tax engine ("warn" books are left to
-    the ledger, which posts and logs the warning)."""
-    settings = ledger_settings(session)
-    if settings is not None and settings.closing_date is not None \
-            and day <= settings.closing_date and settings.closing_mode == "block":
-        raise ValidationFailed({field: (
-            f"is on or before the closing date {settings.closing_date:%Y-%m-%d}: "
-            "the books are closed")})
-
-
 LegKey = tuple[int, int | None, int | None, str | None]  # account, subscriber, tax rate, juris
 
 
@@ -370,6 +366,14 @@ def _memos(name: str, session: Session, invoice: Invoice) -> None:
         hook(session, invoice)
 
 
+def _entry_description(invoice: Invoice) -> str:
+    """The statement's text: "Invoice N", and what a collections fee invoice (late or
+    re-billing fee, one line) charges for, so the account history says so."""
+    if invoice.source in ("late_fee", "rebill_fee") and invoice.lines:
+        return f"Invoice {invoice.number}: {invoice.lines[0].description}"
+    return f"Invoice {invoice.number}"
+
+
 def post_invoice(session: Session, invoice: Invoice, *, backoff=taxes.BACKOFF) -> Invoice:
     """Number, tax and post a draft. If the tax engine stays unavailable the invoice keeps its
     number and waits as a draft (tax_status "waiting"); posting it again finishes the job."""
@@ -377,7 +381,7 @@ def post_invoice(session: Session, invoice: Invoice, *, backoff=taxes.BACKOFF) -
     require(require_errors, "status", invoice.status == "draft",
             f"only a draft can be posted; this invoice is {invoice.status}")
     raise_if(require_errors)
-    _refuse_closed_books(session, invoice.invoice_date, "invoice_date")
+    refuse_closed_books(session, invoice.invoice_date, "invoice_date")
     defaults = invoice_defaults(session)
     if invoice.number is None:
         invoice.number = numbering.next_invoice_number(session, defaults.number_format,
@@ -393,7 +397,7 @@ def post_invoice(session: Session, invoice: Invoice, *, backoff=taxes.BACKOFF) -
     if legs:
         entry = post_entry(session, key=f"invoice:{invoice.id}:post",
                            entry_date=invoice.invoice_date, source_type="invoice",
-                           source_id=invoice.id, description=f"Invoice {invoice.number}",
+                           source_id=invoice.id, description=_entry_description(invoice),
                            legs=legs)
         invoice.posted_entry_id = entry.id
     invoice.status, invoice.posted_at = "open", utcnow()
@@ -406,26 +410,62 @@ def post_invoice(session: Session, invoice: Invoice, *, backoff=taxes.BACKOFF) -
     return invoice
 
 
-def retry_waiting_taxes(session: Session, limit: int = 500) -> int:
+def retry_waiting_taxes(session: Session, batch: int = 500,
+                        after_batch: Callable[[], None] | None = None,
+                        backoff: tuple[float, ...] = (0.0,)) -> int:
     """Post the drafts that wait for the tax engine, oldest first; returns how many posted.
 
-    One attempt each; the first that still finds the engine down ends the round (the next job
-    tries again). One the engine now refuses stays waiting: its error is for a person to fix.
+    One attempt each (or `backoff`'s); the first that still finds the engine down ends the
+    retry (the next job tries again). One the engine now refuses stays waiting: its error is
+    for a person to fix.
+    A draft the books were closed over meanwhile moves into open books (`_into_open_books`).
+    Drafts are taken `batch` at a time and locked, so that a second retry at once skips them
+    instead of posting them twice; `after_batch` runs after each batch (the daily job commits
+    there: a backlog of any size drains in one go, and a crash keeps what was posted).
     """
-    waiting = session.scalars(select(Invoice).where(
-        Invoice.status == "draft", Invoice.tax_status == "waiting").order_by(Invoice.id)
-        .limit(limit)).all()
-    posted = 0
-    for invoice in waiting:
-        try:
-            with session.begin_nested():
-                post_invoice(session, invoice, backoff=(0.0,))
-        except ValidationFailed:
-            continue
-        if invoice.status == "draft":
-            break
-        posted += 1
-    return posted
+    posted, after = 0, 0
+    while True:
+        waiting = session.scalars(
+            select(Invoice).where(Invoice.status == "draft", Invoice.tax_status == "waiting",
+                                  Invoice.id > after)
+            .order_by(Invoice.id).limit(batch).with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)).all()
+        down = False
+        for invoice in waiting:
+            try:
+                with session.begin_nested():
+                    _into_open_books(session, invoice)
+                    post_invoice(session, invoice, backoff=backoff)
+            except ValidationFailed:
+                continue
+            if invoice.status == "draft":
+                down = True
+                break
+            posted += 1
+        after = waiting[-1].id if waiting else after
+        if after_batch is not None:
+            after_batch()
+        if down or len(waiting) < batch:
+            return posted
+
+
+def _into_open_books(session: Session, invoice: Invoice) -> None:
+    """Date a waiting draft the books were closed over (mode "block") on the first open day.
+
+    Closing the books cannot wait for the tax engine, and the draft cannot post into them: it
+    posts on the first open day instead of never, its due date keeping its terms. Its memo says
+    so and the audit log keeps both dates. Books closed with "warn" keep its date: the ledger
+    posts it there and records the warning.
+    """
+    settings = ledger_settings(session)
+    if settings is None or settings.closing_date is None or settings.closing_mode != "block" \
+            or invoice.invoice_date > settings.closing_date:
+        return
+    old, new = invoice.invoice_date, settings.closing_date + dt.timedelta(days=1)
+    invoice.invoice_date, invoice.due_date = new, invoice.due_date + (new - old)
+    note = (f"Dated {new:%Y-%m-%d} instead of {old:%Y-%m-%d}: the books were closed through "
+            f"{settings.closing_date:%Y-%m-%d} while it waited for its taxes.")
+    invoice.memo = f"{invoice.memo}\n{note}" if invoice.memo else note
 
 
 # --- after posting ----------------------------------------------------------------------------
@@ -449,7 +489,7 @@ def void_invoice(session: Session, invoice_id, on_date: dt.date | None = None) -
             "a draft is not posted: delete it instead of voiding it")
     raise_if(errors)
     day = max(on_date or dt.date.today(), invoice.invoice_date)
-    _refuse_closed_books(session, day, "void_date")
+    refuse_closed_books(session, day, "void_date")
     defaults = invoice_defaults(session)
     taxes.void(session, invoice, defaults.tax_engine)
     for entry in _entries(session, invoice):
@@ -478,7 +518,7 @@ def edit_invoice(session: Session, invoice_id, lines: list[dict],
             f"only an open invoice can be edited; this one is {invoice.status}")
     raise_if(errors)
     day = max(on_date or dt.date.today(), invoice.invoice_date)
-    _refuse_closed_books(session, day, "edit_date")
+    refuse_closed_books(session, day, "edit_date")
     kept, new = _edited_lines(session, invoice, lines)
     dropped = [ln for ln in invoice.lines if ln not in kept]
     released = {ln.subscription_id for ln in dropped} - {ln.subscription_id for ln in kept}

@@ -16,7 +16,9 @@ from headend.tenancy import permissions as perms
 from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelRestApi, WriteRefused
 
 _MEMO = ["id", "number", "kind", "subscriber.id", "invoice.id", "memo_date", "description",
-         "amount", "unapplied", "voided_at", "created_at"]
+         "amount", "tax_total", "unapplied", "voided_at", "created_at"]
+# Tax given back per rate / jurisdiction (credits of billed service); amount = net + tax_total.
+_MEMO_SHOW = [*_MEMO, "taxes.jurisdiction", "taxes.rate", "taxes.amount"]
 _POST_FIELDS = {"kind", "subscriber", "amount", "description", "memo_date", "invoice",
                 "income_account"}
 
@@ -37,7 +39,7 @@ class MemoApi(HeadendModelRestApi):
     datamodel = HeadendInterface(Memo)
     class_permission_name = perms.BILLING
     include_route_methods = {"get", "get_list", "info", "post"}
-    list_columns = show_columns = _MEMO
+    list_columns, show_columns = _MEMO, _MEMO_SHOW
     add_columns = ["kind", "subscriber", "amount", "description", "memo_date", "invoice",
                    "income_account"]  # describe the POST body in the OpenAPI spec
     search_columns = ["number", "kind", "subscriber", "memo_date", "invoice"]
@@ -69,7 +71,7 @@ class MemoApi(HeadendModelRestApi):
             raise WriteRefused(exc) from exc
         return self.response(201, id=memo.id, result={
             "number": memo.number, "kind": memo.kind, "amount": memo.amount,
-            "unapplied": memo.unapplied, "invoice_id": memo.invoice_id,
+            "tax_total": memo.tax_total, "unapplied": memo.unapplied, "invoice_id": memo.invoice_id,
             "posted_entry_id": memo.posted_entry_id})
 
 

@@ -22,7 +22,14 @@ from headend.money import exponent, format_money, parse_decimal, to_minor
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import current_scope
 from headend.tenancy.models import Tenant
-from headend.ui import LinkedListMixin, add_view, formatters_for, labels_for, titled
+from headend.ui import (
+    LinkedListMixin,
+    add_view,
+    decimal_text,
+    formatters_for,
+    labels_for,
+    titled,
+)
 from headend.views_base import HeadendInterface, HeadendModelView
 
 CATEGORY = "Billing"
@@ -36,6 +43,14 @@ def tenant_currency() -> str:
 
 def _money(minor) -> str:
     return "—" if minor is None else format_money(minor, tenant_currency())
+
+
+def _taxes_text(rows) -> str:
+    """The tax a memo gives back, per rate (percent taxes only): "State tax 6.25 %: $2.12"."""
+    if not rows:
+        return "—"
+    return "; ".join(f"{row.jurisdiction} {decimal_text(row.rate)} %: {_money(row.amount)}"
+                     for row in rows)
 
 
 def amount_to_minor(raw, currency: str) -> int:
@@ -56,13 +71,17 @@ class MemoView(LinkedListMixin, HeadendModelView):
     list_template = "billing/memo_list.html"
     link_columns = ("number",)
     label_columns = labels_for(Memo, memo_date="Date", invoice="Applied to invoice",
-                               unapplied="Account credit left", voided_at="Voided")
-    formatters_columns = formatters_for(Memo) | {"amount": _money, "unapplied": _money}
+                               unapplied="Account credit left", voided_at="Voided",
+                               net="Net", tax_total="Tax", amount="Total",
+                               taxes="Tax given back")
+    formatters_columns = formatters_for(Memo) | {
+        "amount": _money, "unapplied": _money, "net": _money, "tax_total": _money,
+        "taxes": _taxes_text}
     list_columns = ["number", "kind", "subscriber", "memo_date", "description", "amount",
                     "unapplied", "voided_at"]
-    show_columns = ["number", "kind", "subscriber", "memo_date", "description", "amount",
-                    "invoice", "unapplied", "income_account", "posted_entry_id",
-                    "voided_at", "created_at"]
+    show_columns = ["number", "kind", "subscriber", "memo_date", "description", "net",
+                    "tax_total", "amount", "taxes", "invoice", "unapplied", "income_account",
+                    "posted_entry_id", "voided_at", "created_at"]
     search_columns = ["number", "kind", "memo_date", "description"]
     order_columns = ["number", "memo_date", "amount", "created_at"]
     base_order = ("created_at", "desc")

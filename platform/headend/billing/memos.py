@@ -5,6 +5,12 @@ a debit memo posts DEBIT receivables / CREDIT income ("4700" by default). A cred
 a chosen open invoice, and what the invoice cannot take stays on the account (`unapplied`) until
 `apply_account_credit` spends it on the subscriber's next invoice.
 
+A credit memo for billed service (`credited_lines`: the pieces of invoice lines it undoes) also
+gives back the percent taxes charged on them: the invoices' rate choice (`taxes.build_request`)
+through the tenant's tax engine, recorded under the memo's number; it then debits sales tax
+payable "2200" per rate / jurisdiction too, and its amount is the net plus that tax. Flat taxes
+are per billing cycle and are not given back.
+
 Each call does its writes inside one savepoint: on any refusal nothing is written. The caller
 commits (as with ledger.post_entry).
 """
@@ -12,21 +18,37 @@ commits (as with ledger.post_entry).
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from headend.billing.models import Invoice, Memo, MemoApplication
+from headend.billing import drafting, taxes
+from headend.billing.models import Invoice, InvoiceLine, Memo, MemoApplication, MemoTax
 from headend.catalog.models import Account
 from headend.catalog.services import ACCOUNTS_RECEIVABLE
 from headend.db import utcnow
 from headend.errors import ValidationFailed, raise_if, require
 from headend.ledger.models import JournalEntry
-from headend.ledger.services import LegSpec, post_entry, reverse_entry
+from headend.ledger.services import (
+    LegSpec,
+    post_entry,
+    refuse_closed_books,
+    reverse_entry,
+)
+from headend.payments.allocation import (
+    payment_credit,
+    release_invoice_payments,
+    spend_payment_credit,
+)
+from headend.plugins.interfaces import TaxEngineRejected
 from headend.sequences import next_value
 from headend.subscribers.models import Subscriber
 
 CREDIT_INCOME, DEBIT_INCOME = "4900", "4700"  # discounts/credits given; service fees
+TAX_PAYABLE = "2200"
 OPEN_STATUSES = ("open", "partially_paid")
 PREFIXES = {"credit": "CM", "debit": "DM"}
 
@@ -114,13 +136,14 @@ def _unsettle(invoice: Invoice, amount: int) -> None:
 
 
 def apply_account_credit(session: Session, invoice: Invoice) -> int:
-    """Spend the subscriber's unapplied credit memos, oldest first, on `invoice`; returns the
-    minor units applied.
+    """Spend the subscriber's unapplied credit memos, then the unapplied money of their
+    payments, oldest first, on `invoice`; returns the minor units applied.
 
-    No ledger entry is posted: each credit memo already credited receivables when it was issued,
-    so the subscriber's balance already counts it. Applying only says which invoice the credit
-    settles (Invoice.amount_paid / status, Memo.unapplied). Idempotent: a second call finds no
-    balance due or no credit left. The invoice and the memos are locked (FOR UPDATE on
+    No ledger entry is posted: each credit memo (and each payment) already credited
+    receivables when it was issued, so the subscriber's balance already counts it. Applying
+    only says which invoice the credit settles (Invoice.amount_paid / status, Memo.unapplied,
+    Payment.unapplied). Idempotent: a second call finds no balance due or no credit left. The
+    invoice, the memos and the payments are locked (FOR UPDATE on
     PostgreSQL, the write lock on SQLite), so two invoices posted at once cannot spend the same
     credit twice.
     """
@@ -142,6 +165,7 @@ def apply_account_credit(session: Session, invoice: Invoice) -> int:
                 break
             _settle(session, memo, invoice, amount)
             applied += amount
+        applied += spend_payment_credit(session, invoice)
         session.flush()
     return applied
 
@@ -156,8 +180,9 @@ def _write_lock(session: Session, invoice_id: int) -> None:
 
 
 def release_invoice_credits(session: Session, invoice: Invoice) -> int:
-    """Give back to their memos the credit applied to `invoice` (for when the invoice is voided);
-    the freed credit is account credit again. Returns the minor units released."""
+    """Give back to their memos and payments the credit applied to `invoice` (for when the
+    invoice is voided); the freed credit is account credit again. Returns the minor units
+    released."""
     with session.begin_nested():
         released = 0
         for application in session.scalars(sa.select(MemoApplication).where(
@@ -168,29 +193,77 @@ def release_invoice_credits(session: Session, invoice: Invoice) -> int:
             _unsettle(invoice, application.amount)
             released += application.amount
             session.delete(application)
+        released += release_invoice_payments(session, invoice)
         session.flush()
     return released
 
 
 # --- issuing and voiding ---------------------------------------------------------------------
 
+def _credit_taxes(session: Session, number: str, subscriber_id: int, memo_date: dt.date,
+                  credited_lines: Sequence[InvoiceLine]) -> list[MemoTax]:
+    """The taxes a credit gives back, per rate / jurisdiction (positive = returned).
+
+    `credited_lines` are unsaved invoice lines, negative for what is credited (a downgrade's
+    charge for the new package is a positive one), so the rates are chosen exactly as on an
+    invoice; flat rates are then dropped. The engine records the result under the memo's number;
+    an engine that stays unreachable refuses the credit (nothing is written).
+    """
+    defaults = drafting.settings(session)
+    document = Invoice(subscriber_id=subscriber_id, invoice_date=memo_date,
+                       currency=drafting.currency(session))
+    document.lines.extend(credited_lines)  # transient: never added to the session
+    request, _ = taxes.build_request(session, document, number, defaults.tax_rounding)
+    lines = tuple(replace(line, rates=tuple(r for r in line.rates if r.kind == "percent"))
+                  for line in request.lines)
+    if not lines:
+        return []
+    chosen = taxes.engine_for(session, defaults.tax_engine)
+    try:
+        result = taxes.call_with_backoff(
+            lambda: chosen.engine.post(chosen.settings, replace(request, lines=lines)))
+    except TaxEngineRejected as exc:
+        raise taxes.rejected(exc) from exc
+    if result is None:
+        raise ValidationFailed({"tax_engine": (
+            "the tax engine is unavailable: nothing was credited, try again later")})
+    returned: dict[tuple, int] = defaultdict(int)
+    for line in result.lines:
+        for detail in line.details:
+            returned[(detail.tax_rate_id, detail.jurisdiction[:120], detail.rate)] -= detail.tax
+    return [MemoTax(tax_rate_id=rate_id, jurisdiction=jurisdiction, rate=rate, amount=amount)
+            for (rate_id, jurisdiction, rate), amount in returned.items() if amount]
+
+
 def _issue(session: Session, kind: str, subscriber_id, amount, description, memo_date,
-           invoice_id, income_account_id) -> Memo:
+           invoice_id, income_account_id, credited_lines: Sequence[InvoiceLine] = ()) -> Memo:
     with session.begin_nested():
         number = next_memo_number(session, kind)  # a write first: see _write_lock
         invoice, account = _validate(session, kind, subscriber_id, amount, description,
                                      memo_date, invoice_id, income_account_id)
+        given_back = []
+        if credited_lines:
+            refuse_closed_books(session, memo_date, "memo_date")
+            given_back = _credit_taxes(session, number, subscriber_id, memo_date,
+                                       credited_lines)
+        tax = sum(row.amount for row in given_back)
+        total = amount + tax
+        if total <= 0:
+            raise ValidationFailed({"amount": "must be a positive amount"})
         memo = Memo(kind=kind, number=number,
                     subscriber_id=subscriber_id, invoice_id=invoice_id, memo_date=memo_date,
-                    description=description.strip(), amount=amount,
-                    unapplied=amount if kind == "credit" else 0,
-                    income_account_id=account.id)
+                    description=description.strip(), amount=total, tax_total=tax,
+                    unapplied=total if kind == "credit" else 0,
+                    income_account_id=account.id, taxes=given_back)
         session.add(memo)
         session.flush()
         receivable = {"account_code": ACCOUNTS_RECEIVABLE, "subscriber_id": subscriber_id}
         if kind == "credit":
             legs = [LegSpec(account_id=account.id, debit=amount),
-                    LegSpec(**receivable, credit=amount)]
+                    *(LegSpec(account_code=TAX_PAYABLE, debit=max(row.amount, 0),
+                              credit=max(-row.amount, 0), tax_rate_id=row.tax_rate_id,
+                              jurisdiction=row.jurisdiction) for row in given_back),
+                    LegSpec(**receivable, credit=total)]
         else:
             legs = [LegSpec(**receivable, debit=amount),
                     LegSpec(account_id=account.id, credit=amount)]
@@ -200,7 +273,7 @@ def _issue(session: Session, kind: str, subscriber_id, amount, description, memo
             f"{memo.number}: {memo.description}"[:255], legs=legs), "memo_date")
         memo.posted_entry_id = entry.id
         if kind == "credit" and invoice is not None:
-            _settle(session, memo, invoice, min(amount, invoice.balance_due))
+            _settle(session, memo, invoice, min(total, invoice.balance_due))
         session.flush()
     return memo
 
@@ -218,11 +291,16 @@ def _posting(post, date_field: str):
 
 def credit_memo(session: Session, subscriber_id: int, amount: int, description: str,
                 memo_date: dt.date, invoice_id: int | None = None,
-                income_account_id: int | None = None) -> Memo:
-    """Lower what the subscriber owes by `amount` minor units: settle the chosen open invoice
-    (the excess, or all of it with no invoice, stays as account credit)."""
+                income_account_id: int | None = None, *,
+                credited_lines: Sequence[InvoiceLine] = ()) -> Memo:
+    """Lower what the subscriber owes by `amount` minor units (before tax): settle the chosen
+    open invoice (the excess, or all of it with no invoice, stays as account credit). With
+    `credited_lines` (billed service being credited; their amounts net to -`amount`) the percent
+    taxes charged on them are given back too, and the memo's amount is the total."""
+    if credited_lines and sum(line.amount for line in credited_lines) != -amount:
+        raise ValueError("credited_lines must net to -amount")
     return _issue(session, "credit", subscriber_id, amount, description, memo_date, invoice_id,
-                  income_account_id)
+                  income_account_id, credited_lines)
 
 
 def debit_memo(session: Session, subscriber_id: int, amount: int, description: str,
@@ -235,8 +313,8 @@ def debit_memo(session: Session, subscriber_id: int, amount: int, description: s
 
 
 def void_memo(session: Session, memo_id: int, void_date: dt.date | None = None) -> Memo:
-    """Post the reversing entry and take the memo's credit back off every invoice it settled;
-    the number is kept."""
+    """Post the reversing entry (tax legs included), void the tax given back with the engine,
+    and take the memo's credit back off every invoice it settled; the number is kept."""
     void_date = void_date or dt.date.today()
     with session.begin_nested():
         memo = _one(session, Memo, memo_id, lock=True)
@@ -251,6 +329,8 @@ def void_memo(session: Session, memo_id: int, void_date: dt.date | None = None) 
         _posting(lambda: reverse_entry(
             session, entry, key=f"memo-void:{memo.id}", entry_date=void_date,
             description=f"Void of memo {memo.number}"), "void_date")
+        if memo.taxes:
+            taxes.void(session, memo, drafting.settings(session).tax_engine)
         for application in session.scalars(sa.select(MemoApplication).where(
                 MemoApplication.memo_id == memo.id)).all():
             _unsettle(_locked_invoice(session, application.invoice_id), application.amount)
@@ -262,8 +342,9 @@ def void_memo(session: Session, memo_id: int, void_date: dt.date | None = None) 
 
 
 def account_credit(session: Session, subscriber_id: int) -> int:
-    """The subscriber's credit not yet applied to any invoice, in minor units."""
+    """The subscriber's credit (memos and payments) not yet applied to any invoice, in minor
+    units."""
     return int(session.scalar(
         sa.select(sa.func.coalesce(sa.func.sum(Memo.unapplied), 0))
         .where(Memo.subscriber_id == subscriber_id, Memo.kind == "credit",
-               Memo.voided_at.is_(None))))
+               Memo.voided_at.is_(None)))) + payment_credit(session, subscriber_id)

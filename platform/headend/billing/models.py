@@ -183,7 +183,9 @@ class Memo(TenantOwned, Model):
         sa.ForeignKey("invoice.id", ondelete="RESTRICT"), index=True)  # applied to, if chosen
     memo_date: Mapped[dt.date] = mapped_column(sa.Date)
     description: Mapped[str] = mapped_column(sa.String(255))
-    amount: Mapped[int] = mapped_column(sa.BigInteger)  # minor units, positive
+    amount: Mapped[int] = mapped_column(sa.BigInteger)  # minor units, positive: the total
+    # Sales tax given back (credit) with the amount, per rate in `taxes`; net = amount - tax.
+    tax_total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     unapplied: Mapped[int] = mapped_column(sa.BigInteger, default=0)  # credit left on account
     income_account_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("account.id", ondelete="RESTRICT"))
@@ -195,6 +197,31 @@ class Memo(TenantOwned, Model):
     subscriber = relationship("Subscriber")
     invoice = relationship("Invoice")
     income_account = relationship("Account")
+    taxes: Mapped[list[MemoTax]] = relationship(
+        back_populates="memo", cascade="all, delete-orphan", order_by="MemoTax.id")
+
+    @property
+    def net(self) -> int:
+        """The amount before tax (what the income account is debited or credited)."""
+        return self.amount - (self.tax_total or 0)
+
+
+class MemoTax(TenantOwned, Model):
+    """Tax a memo gives back, per rate or jurisdiction: what its tax-liability legs post.
+    `amount` is positive when tax is returned to the subscriber."""
+
+    __tablename__ = "memo_tax"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    memo_id: Mapped[int] = mapped_column(sa.ForeignKey("memo.id", ondelete="CASCADE"),
+                                         index=True)
+    tax_rate_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("tax_rate.id", ondelete="RESTRICT"))
+    jurisdiction: Mapped[str] = mapped_column(sa.String(120))
+    rate: Mapped[Decimal] = mapped_column(ExactDecimal(6))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+
+    memo: Mapped[Memo] = relationship(back_populates="taxes")
 
 
 class RecurringLine(TenantOwned, Model):

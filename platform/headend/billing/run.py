@@ -4,26 +4,36 @@ A pure function of the database and the run date. For each tenant, the subscript
 period whose invoice date (period start - days in advance) is on or before the run date are
 taken in chunks of whole bill-to groups; each chunk is computed in Python with the rules Invoice
 Now uses (`drafting`: which subscriptions, which periods, who pays; `charges_for`: what they
-cost; `taxes`: which rates apply) and written set-based - pre-allocated ids, one multi-row
-INSERT per table, one commit per chunk - never one statement or commit per subscription.
+cost; `taxes`: which rates apply) and written set-based - pre-allocated ids, one COPY (or
+multi-row INSERT) per table, one commit per chunk - never one statement or commit per
+subscription. On PostgreSQL the run is a two-stage pipeline: while a writer thread writes and
+commits chunk k, the main thread computes chunk k+1 (the database works while Python computes).
+With a remote tax engine (AvaTax) the invoices are written as drafts waiting for their taxes;
+after the chunks, the invoicing retry records and posts each one with the engine, so a failure
+can never leave a document recorded at the engine without its invoice.
 
 Exactly once: BilledPeriod's unique (tenant, subscription, period_start) key. Candidates are the
 subscriptions without a billed period reaching past the horizon, so a rerun finds nothing to
 do; a chunk is one transaction, so a run killed mid-way leaves whole chunks behind and the
-rerun bills the rest. Two runs at once serialise per tenant on an advisory lock (PostgreSQL) and
-re-check their chunk under it; should anything slip through (SQLite), the unique key refuses the
-chunk and it is recomputed from what the other run committed.
+rerun bills the rest. Two runs at once write one chunk at a time per tenant (an advisory lock
+on PostgreSQL, the write lock on SQLite); a chunk the other run billed meanwhile is refused by the
+unique key, rolled back and recomputed from what the other run committed (its periods then
+start after the ones billed), so it is never billed twice.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import itertools
+import queue
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
+import psycopg
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy.exc import IntegrityError
@@ -40,11 +50,11 @@ from headend.billing.drafting import (
     MAX_PERIODS_PER_CALL,
     SERVICE_INCOME,
     SETUP_INCOME,
-    _cap_discounts,
+    cap_discounts,
     item_account,
     paper_fee,
 )
-from headend.billing.invoicing import _ordered
+from headend.billing.invoicing import ordered_charges
 from headend.billing.models import (
     BilledPeriod,
     Invoice,
@@ -64,12 +74,17 @@ from headend.catalog.models import (
     TaxRate,
 )
 from headend.catalog.services import ACCOUNTS_RECEIVABLE
-from headend.db import utcnow
-from headend.errors import ValidationFailed, raise_if, require
+from headend.db import among, utcnow
+from headend.errors import ValidationFailed, raise_if
 from headend.ledger.models import JournalEntry, Leg
-from headend.ledger.services import LegSpec, check_books_open, ledger_settings
+from headend.ledger.services import (
+    LegSpec,
+    check_books_open,
+    ledger_settings,
+    refuse_closed_books,
+)
 from headend.money import format_money, to_minor
-from headend.plugins.interfaces import TaxLine, TaxRequest, TaxResult
+from headend.plugins.interfaces import TaxEngineRejected, TaxLine, TaxRequest, TaxResult
 from headend.subscribers.models import Subscriber, Subscription, subscriber_tax_rate
 from headend.subscribers.services import unit_price
 from headend.tenancy.context import acting_as, current_scope
@@ -231,8 +246,14 @@ def _chunks(rows: list[tuple[int, int]], size: int) -> list[list[int]]:
 
 class _TenantRunner:
     def __init__(self, session, result, run_date, dry_run, progress, on_chunk):
-        self.session, self.result, self.run_date = session, result, run_date
+        self._session, self.result, self.run_date = session, result, run_date
         self.dry_run, self.progress, self.on_chunk = dry_run, progress, on_chunk
+        self._thread = threading.local()
+
+    @property
+    def session(self) -> Session:
+        """The session of the thread at work: a pipelined run's writer thread has its own."""
+        return getattr(self._thread, "session", None) or self._session
 
     def run(self, chunk_size: int) -> TenantRun:
         session = self.session
@@ -243,56 +264,138 @@ class _TenantRunner:
         candidates = _candidates(session, self.run_date, self.defaults, payers=self.payers)
         self.result.candidates = len(candidates)
         self.catalog = _Catalog(session)
+        if self._remote_taxes:  # refused before anything is written or sent to the engine
+            refuse_closed_books(session, self.run_date, "entry_date")
         session.rollback()
-        for chunk in _chunks(candidates, chunk_size):
-            self._chunk(chunk)
-            if self.progress:
-                self.progress(len(chunk))
-            if self.on_chunk and not self.dry_run:
-                self.on_chunk(self.result)
+        chunks = _chunks(candidates, chunk_size)
+        if self._pipelined():
+            self._run_pipelined(chunks)
+        else:
+            for chunk in chunks:
+                self._chunk(chunk)
+        if self._remote_taxes and self.result.invoices:
+            self._post_waiting()
         if self.result.invoices and not self.dry_run:
             self._audit()
         return self.result
 
-    def _chunk(self, ids: list[int]) -> None:
+    @property
+    def _remote_taxes(self) -> bool:
+        """A remote engine (AvaTax) records each invoice under its number. The run writes such
+        invoices as drafts waiting for their taxes and commits them; the invoicing retry then
+        records and posts each one (a failure after the engine recorded an invoice leaves a
+        draft whose retry adjusts the same document, never an orphan document)."""
+        return not self.dry_run and not name_is_local(self.defaults)
+
+    def _pipelined(self) -> bool:
+        """Whether to compute a chunk while the previous one is written: on PostgreSQL, whose
+        server does the writing work while Python computes."""
+        return not self.dry_run and self.session.get_bind().dialect.name == "postgresql"
+
+    def _post_waiting(self) -> None:
+        """Tax and post the drafts this run left waiting, through the invoicing retry; what
+        the engine cannot take now stays waiting for the daily retry."""
+        from headend.billing.invoicing import retry_waiting_taxes
+
+        session, r = self.session, self.result
+        retry_waiting_taxes(session, after_batch=session.commit, backoff=tax_rules.BACKOFF)
+        ours = sa.select(Invoice.total, Invoice.tax_status).where(
+            Invoice.source == "billing_run", Invoice.invoice_date == self.run_date)
+        rows = session.execute(ours).all()
+        r.total = sum(total for total, _ in rows)
+        r.waiting = sum(status == "waiting" for _, status in rows)
+        session.commit()
+
+    def _run_pipelined(self, chunks: list[list[int]]) -> None:
+        """This thread computes chunks (reads only); a writer thread with its own session
+        writes and commits each one while the next is computed. The hand-off holds one chunk,
+        so memory stays bounded; the writer re-checks each chunk under the tenant lock."""
+        handoff: queue.Queue = queue.Queue(maxsize=1)
+        failed: list[BaseException] = []
+
+        def write_all() -> None:
+            self._thread.session = Session(bind=self._session.get_bind())
+            try:
+                while (item := handoff.get()) is not None:
+                    if not failed:
+                        try:
+                            self._chunk(*item)
+                        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                            failed.append(exc)
+            finally:
+                self._thread.session.close()
+
+        writer = threading.Thread(target=contextvars.copy_context().run, args=(write_all,),
+                                  name=f"billing-run-{self.result.slug}")
+        writer.start()
+        try:
+            for ids in chunks:
+                if failed:
+                    break
+                drafts = self._compute(ids)
+                self.session.rollback()
+                handoff.put((ids, drafts))
+        finally:
+            handoff.put(None)
+            writer.join()
+        if failed:
+            raise failed[0]
+
+    def _chunk(self, ids: list[int], drafts: list[_Draft] | None = None) -> None:
+        """Bill one chunk in one transaction (`drafts`: computed already, to be re-checked)."""
         for attempt in itertools.count():
             try:
-                drafts = self._bill(ids)
+                drafts = self._bill(ids, drafts)
                 if self.dry_run:
                     self.session.rollback()
                 else:
                     self.session.commit()
                     self._posted(drafts)
                 self._count(drafts)
-                return
+                break
             except IntegrityError:
                 # Another run billed some of these meanwhile: start over from its result.
                 self.session.rollback()
+                drafts = None
                 if attempt >= 3:
                     raise
             except BaseException:
                 self.session.rollback()
                 raise
+        if self.progress:
+            self.progress(len(ids))
+        if self.on_chunk and not self.dry_run:
+            self.on_chunk(self.result)
 
-    def _bill(self, ids: list[int]) -> list[_Draft]:
+    def _bill(self, ids: list[int], drafts: list[_Draft] | None) -> list[_Draft]:
         session = self.session
         if session.get_bind().dialect.name == "postgresql" and not self.dry_run:
             session.execute(sa.select(sa.func.pg_advisory_xact_lock(
                 _LOCK_CLASS, self.result.tenant_id)))
-        horizon = self.run_date + dt.timedelta(days=self.defaults.days_in_advance)
-        billed = set(session.scalars(sa.select(BilledPeriod.subscription_id).where(
-            BilledPeriod.subscription_id.in_(ids), BilledPeriod.period_end > horizon)))
-        due = [sub_id for sub_id in ids if sub_id not in billed]  # another run's, meanwhile
-        if not due:
-            return []
-        drafts = _InvoiceBuilder(self, _load_snapshots(session, due, self)).build()
+        if drafts is None:  # (computed drafts another run billed meanwhile: the unique key)
+            drafts = self._compute(ids)
         if not drafts:
             return []
         if not self.dry_run:
             _number(self, drafts)
-        _tax(self, drafts)
-        if not self.dry_run:
             _write(self, drafts)
+        return drafts
+
+    def _compute(self, ids: list[int]) -> list[_Draft]:
+        """The chunk's invoices in memory, taxed (or left waiting for a remote engine) and
+        their rows prepared. Periods billed meanwhile (by another run) are not due: each
+        subscription's periods start after its last billed one."""
+        drafts = _InvoiceBuilder(self, _load_snapshots(self.session, ids, self)).build()
+        if not drafts or self.dry_run:
+            if drafts:
+                _tax(self, drafts)
+            return drafts
+        if self._remote_taxes:
+            for draft in drafts:
+                draft.tax_status = "waiting"
+        else:
+            _tax(self, drafts)
+        _prepare(self, drafts)
         return drafts
 
     def _posted(self, drafts: list[_Draft]) -> None:
@@ -377,9 +480,10 @@ class _Snap:
     day: int | None  # the day of month periods start on
     fixed: bool  # a bill day is set (or the tenant bills on a fixed day)
     cancel_on: dt.date | None
-    package: Package
-    # A deferred downgrade: from this period start on, this snapshot and package bill.
-    scheduled: tuple[dt.date, SubscriptionSnapshot, Package] | None = None
+    tax: tax_rules.TaxSettings  # the subscription's own
+    # A deferred downgrade: from this period start on, this snapshot and the tax settings of
+    # its package bill.
+    scheduled: tuple[dt.date, SubscriptionSnapshot, tax_rules.TaxSettings] | None = None
 
 
 def _load_snapshots(session: Session, ids: list[int], runner: _TenantRunner) -> list[_Snap]:
@@ -393,15 +497,18 @@ def _load_snapshots(session: Session, ids: list[int], runner: _TenantRunner) -> 
                   Subscription.bill_start_date, Subscription.created_at, Subscription.bill_day,
                   Subscription.hibernate_from, Subscription.hibernate_until,
                   Subscription.cancel_on, last_end, Subscription.scheduled_package_id,
-                  Subscription.scheduled_change_on)
-        .where(Subscription.id.in_(ids)).order_by(Subscription.id)).all()
+                  Subscription.scheduled_change_on, Subscription.tax_mode,
+                  Subscription.custom_tax_kind, Subscription.custom_tax_cycle_rate,
+                  Subscription.custom_tax_setup_rate)
+        .where(among(Subscription.id, ids)).order_by(Subscription.id)).all()
     fixed_mode = defaults.billing_mode == "fixed"
     snaps = []
     for (sub_id, owner, bill_to, package_id, cycle, quantity, custom_price, bill_start,
          created_at, bill_day, hib_from, hib_until, cancel_on, last, scheduled_id,
-         scheduled_on) in rows:
+         scheduled_on, *tax_values) in rows:
         info = catalog.packages[package_id]
         package = info.package
+        tax = tax_rules.TaxSettings(package.name, *tax_values)
         if cycle not in package.offered_cycles() and custom_price is None:
             continue  # the package no longer offers this cycle: nothing to charge by
         start = bill_start or created_at.date()
@@ -412,23 +519,25 @@ def _load_snapshots(session: Session, ids: list[int], runner: _TenantRunner) -> 
             quantity=quantity, first_invoice=last is None, bill_start_date=start,
             setup_income_account_id=catalog.accounts[SETUP_INCOME],
             hibernate_from=hib_from, hibernate_until=hib_until,
-            **_package_fields(info, cycle, custom_price))
+            **_package_fields(info, cycle, custom_price, tax))
         scheduled = None
         if scheduled_id is not None and scheduled_on is not None:
             later = catalog.packages[scheduled_id]
+            later_tax = tax_rules.TaxSettings.from_package(later.package)
             scheduled = (scheduled_on, replace(snapshot, **_package_fields(
-                later, cycle, custom_price)), later.package)
+                later, cycle, custom_price, later_tax)), later_tax)
         snaps.append(_Snap(snapshot, last, day, bool(bill_day) or fixed_mode, cancel_on,
-                           package, scheduled))
+                           tax, scheduled))
     return snaps
 
 
-def _package_fields(info: _PackageInfo, cycle: str, custom_price) -> dict:
-    """The snapshot fields that come from the package."""
+def _package_fields(info: _PackageInfo, cycle: str, custom_price,
+                    tax: tax_rules.TaxSettings) -> dict:
+    """The snapshot fields that come from the package (taxable: from the tax settings)."""
     package = info.package
     return dict(package_name=package.name, unit_price=unit_price(package, cycle, custom_price),
                 setup_fee=package.setup_fee, income_account_id=info.income_account_id,
-                taxable=package.tax_mode != "none",
+                taxable=tax.taxed,
                 exclude_from_invoicing=package.exclude_from_invoicing,
                 hibernation_fee=package.hibernation_fee, inclusions=info.inclusions)
 
@@ -449,11 +558,14 @@ class _Draft:
     subscriber_id: int
     lines: list[_Line] = field(default_factory=list)
     periods: list[tuple[int, Period]] = field(default_factory=list)
-    packages: dict[int, Package] = field(default_factory=dict)  # by subscription
+    taxes: dict[int, tax_rules.TaxSettings] = field(default_factory=dict)  # by subscription
     tax_status: str = "ok"
-    engine_ref: str | None = None
     id: int | None = None
     number: str | None = None
+    # Prepared by `_prepare` once taxed: what `_write` inserts, less ids and the number.
+    legs: tuple[LegSpec, ...] = ()
+    line_rows: list[dict] = field(default_factory=list)
+    tax_rows: list[list[dict]] = field(default_factory=list)  # per line
 
     @property
     def subtotal(self) -> int:
@@ -484,14 +596,14 @@ class _InvoiceBuilder:
         d = self.defaults
         for snap in self.snaps:
             for k, (period, full) in enumerate(self._due_periods(snap)):
-                base, package = snap.snapshot, snap.package
+                base, tax = snap.snapshot, snap.tax
                 if snap.scheduled is not None and period.start >= snap.scheduled[0]:
-                    _, base, package = snap.scheduled
+                    _, base, tax = snap.scheduled
                 sub = base if k == 0 else replace(base, first_invoice=False)
                 payer = sub.bill_to_subscriber_id
                 draft = drafts.setdefault(payer, _Draft(payer))
                 draft.periods.append((sub.subscription_id, period))
-                draft.packages[sub.subscription_id] = package
+                draft.taxes[sub.subscription_id] = tax
                 charges[payer] += charges_for(sub, period if d.prorate_first_period else full,
                                               full, proration_basis=d.proration_basis)
         if not drafts:
@@ -502,7 +614,7 @@ class _InvoiceBuilder:
             charges[payer] += paper_fee(d, payers[payer], self.catalog.accounts)
             item_ids = self._item_ids(charges[payer])
             draft.lines = [_Line(c, to_minor(c.amount, self.currency), item_ids.get(id(c)))
-                           for c in _ordered(_cap_discounts(charges[payer]), payer)]
+                           for c in ordered_charges(cap_discounts(charges[payer]), payer)]
         return list(drafts.values())
 
     def _due_periods(self, snap: _Snap) -> list[tuple[Period, Period]]:
@@ -528,7 +640,7 @@ class _InvoiceBuilder:
     def _payer_rows(self, drafts: dict[int, _Draft]) -> dict:
         return {row.id: row for row in self.runner.session.execute(
             sa.select(Subscriber.id, Subscriber.paper_invoice)
-            .where(Subscriber.id.in_(list(drafts))))}
+            .where(among(Subscriber.id, drafts)))}
 
     def _recurring(self, charges: dict[int, list[Charge]], drafts: dict[int, _Draft]) -> None:
         """Active custom recurring lines landing on these payers: `drafting.recurring_charges`
@@ -539,8 +651,8 @@ class _InvoiceBuilder:
         owners = set(drafts) | {child for child, payer in payers.items() if payer in drafts}
         rows = session.scalars(
             sa.select(RecurringLine)
-            .where(sa.or_(RecurringLine.subscriber_id.in_(owners),
-                          RecurringLine.bill_to_subscriber_id.in_(list(drafts))),
+            .where(sa.or_(among(RecurringLine.subscriber_id, owners),
+                          among(RecurringLine.bill_to_subscriber_id, drafts)),
                    RecurringLine.start_date <= today,
                    sa.or_(RecurringLine.end_date.is_(None), RecurringLine.end_date > today))
             .options(selectinload(RecurringLine.item)).order_by(RecurringLine.id)).all()
@@ -581,11 +693,13 @@ def _tax_subjects(session: Session, ids: set[int]) -> dict[int, SimpleNamespace]
                                         tax_exemption_code=row.tax_exemption_code)
                 for row in session.execute(
                     sa.select(Subscriber.id, Subscriber.tax_exempt, Subscriber.tax_exemption_code)
-                    .where(Subscriber.id.in_(ids)))}
-    rates = {r.id: r for r in session.scalars(sa.select(TaxRate))}
+                    .where(among(Subscriber.id, ids)))}
+    # plain copies: the rates are read for every line, ORM attributes cost more than the maths
+    rates = {r.id: SimpleNamespace(id=r.id, label=r.label, kind=r.kind, rate=r.rate,
+                                   active=r.active) for r in session.scalars(sa.select(TaxRate))}
     for owner, rate_id in session.execute(
             sa.select(subscriber_tax_rate.c.subscriber_id, subscriber_tax_rate.c.tax_rate_id)
-            .where(subscriber_tax_rate.c.subscriber_id.in_(ids))
+            .where(among(subscriber_tax_rate.c.subscriber_id, ids))
             .order_by(subscriber_tax_rate.c.subscriber_id, subscriber_tax_rate.c.tax_rate_id)):
         subjects[owner].tax_rates.append(rates[rate_id])
     return subjects
@@ -596,10 +710,10 @@ def _tax_lines(draft: _Draft, subjects: dict, first: int = 1) -> dict[int, tuple
     out = {}
     for n, line in enumerate(draft.lines, start=first):
         c = line.charge
-        taxed = tax_rules._line_rates(
+        taxed = tax_rules.line_rates(
             SimpleNamespace(taxable=c.taxable, amount=line.amount, kind=c.kind),
             subjects[c.for_subscriber_id or draft.subscriber_id],
-            draft.packages.get(c.subscription_id))
+            draft.taxes.get(c.subscription_id))
         if taxed is not None:
             rates, exemption = taxed
             out[n] = (line, TaxLine(number=n, amount=line.amount, quantity=c.quantity,
@@ -608,18 +722,18 @@ def _tax_lines(draft: _Draft, subjects: dict, first: int = 1) -> dict[int, tuple
 
 
 def _tax(runner: _TenantRunner, drafts: list[_Draft]) -> None:
-    """Taxes from the tenant's engine, which rates apply decided by `taxes` (the invoicing
-    rules). The simple engine is local arithmetic, called in-process: with per-line rounding a
-    line's tax does not depend on its invoice, so the whole chunk is one request. A remote
-    engine (AvaTax) records each invoice under its number, with backoff; an invoice it could
-    not reach waits as a draft for the invoicing helper's retry."""
+    """Quote the drafts' taxes with the tenant's engine, which rates apply decided by `taxes`
+    (the invoicing rules). The simple engine is local arithmetic, called in-process: with
+    per-line rounding a line's tax does not depend on its invoice, so the whole chunk is one
+    request. A remote engine is only quoted here for a dry run, invoice by invoice at each
+    payer's address (a real run leaves its invoices waiting: see `_remote_taxes`); one it
+    cannot reach or refuses shows as waiting, and once it is down the rest are not asked."""
     session, d = runner.session, runner.defaults
     name = d.tax_engine or "simple_tax"
     chosen = tax_rules.engine_for(session, name)
-    remote = name != "simple_tax" and not runner.dry_run
     subjects = _tax_subjects(session, {dr.subscriber_id for dr in drafts} | {
         line.charge.for_subscriber_id for dr in drafts for line in dr.lines})
-    if not remote and d.tax_rounding == "line":
+    if name == "simple_tax" and d.tax_rounding == "line":
         lines, first = {}, 1
         for draft in drafts:
             lines |= _tax_lines(draft, subjects, first)
@@ -628,21 +742,24 @@ def _tax(runner: _TenantRunner, drafts: list[_Draft]) -> None:
             _store(chosen.engine.quote(chosen.settings, _request(runner, None, lines)), lines)
         return
     payers = {s.id: s for s in session.scalars(sa.select(Subscriber).where(
-        Subscriber.id.in_([dr.subscriber_id for dr in drafts])))}
+        among(Subscriber.id, [dr.subscriber_id for dr in drafts])))}
+    down = False
     for draft in drafts:
         lines = _tax_lines(draft, subjects)
         if not lines:
             continue
         request = _request(runner, payers[draft.subscriber_id], lines, draft.number)
-        if remote:
-            result = tax_rules.call_with_backoff(
-                lambda r=request: chosen.engine.post(chosen.settings, r))
-        else:
-            result = chosen.engine.quote(chosen.settings, request)
+        result = None
+        if not down:
+            try:
+                result = tax_rules.call_with_backoff(
+                    lambda r=request: chosen.engine.quote(chosen.settings, r), backoff=(0.0,))
+                down = result is None
+            except TaxEngineRejected:
+                pass  # this invoice's data (an address...): it would wait
         if result is None:
             draft.tax_status = "waiting"
             continue
-        draft.engine_ref = result.engine_ref
         _store(result, lines)
 
 
@@ -652,7 +769,7 @@ def _request(runner: _TenantRunner, payer: Subscriber | None, lines: dict,
         document_code=number or f"billing-run-{runner.run_date:%Y%m%d}",
         customer_code=payer.account_number if payer else "",
         date=runner.run_date, currency=runner.result.currency,
-        address=tax_rules._address(payer) if payer else {},
+        address=tax_rules.tax_address(payer) if payer else {},
         lines=tuple(tax_line for _, tax_line in lines.values()),
         rounding=runner.defaults.tax_rounding)
 
@@ -685,16 +802,21 @@ def _insert(session: Session, model, rows: list[dict]) -> None:
         raise TenantScopeError(f"{model.__name__}: choose a tenant to act for")
     table = model.__table__
     names = list(rows[0])
-    processors = [table.c[n].type._cached_bind_processor(bind.dialect) for n in names]
+    processed = [(i, proc) for i, proc in enumerate(
+        table.c[n].type._cached_bind_processor(bind.dialect) for n in names) if proc]
     columns = ", ".join(f'"{n}"' for n in [*names, "tenant_id"])
+    statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
     raw = session.connection().connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(
-            f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
-        for row in rows:
-            copy.write_row([
-                *(value if proc is None or value is None else proc(value)
-                  for proc, value in zip(processors, row.values(), strict=True)),
-                tenant_id])
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = [*row.values(), tenant_id]
+                for i, proc in processed:
+                    if values[i] is not None:
+                        values[i] = proc(values[i])
+                copy.write_row(values)
+    except psycopg.errors.IntegrityError as exc:  # as the ORM path raises it
+        raise IntegrityError(statement, None, exc) from exc
 
 
 def _allocate_ids(session: Session, model, n: int) -> list[int]:
@@ -711,13 +833,52 @@ def _allocate_ids(session: Session, model, n: int) -> list[int]:
     return list(range(start, start + n))
 
 
+def _prepare(runner: _TenantRunner, drafts: list[_Draft]) -> None:
+    """Each taxed draft's entry legs and line rows: the part of writing that needs no ids
+    (done while the previous chunk is written, in a pipelined run)."""
+    accounts = runner.catalog.accounts
+    for draft in drafts:
+        if draft.tax_status == "ok":
+            draft.legs = _legs(draft, accounts)
+        draft.line_rows = [dict(
+            position=pos, kind=c.kind, description=c.description[:255],
+            explanation=c.explanation, item_id=line.item_id, subscription_id=c.subscription_id,
+            for_subscriber_id=c.for_subscriber_id,
+            period_start=c.period.start if c.period else None,
+            period_end=c.period.end if c.period else None, quantity=c.quantity,
+            unit_price=c.unit_price, amount=line.amount, income_account_id=c.income_account_id,
+            taxable=c.taxable, tax=line.tax)
+            for pos, line in enumerate(draft.lines, start=1) for c in (line.charge,)]
+        draft.tax_rows = [[dict(tax_rate_id=t.tax_rate_id, jurisdiction=t.jurisdiction[:120],
+                                rate=t.rate, amount=t.tax) for t in line.taxes]
+                          for line in draft.lines]
+
+
+def _legs(inv: _Draft, accounts: dict[str, int]) -> tuple[LegSpec, ...]:
+    """The invoice's entry: AR against income per account and tax per rate/jurisdiction."""
+    net: dict[tuple, int] = defaultdict(int)
+    for line in inv.lines:
+        net[("income", line.charge.income_account_id, None, None)] -= line.amount
+        for t in line.taxes:
+            net[("tax", accounts[SALES_TAX], t.tax_rate_id, t.jurisdiction[:120])] -= t.tax
+    net[("ar", accounts[ACCOUNTS_RECEIVABLE], None, None)] += inv.total
+    return tuple(
+        LegSpec(account_id=account, debit=max(amount, 0), credit=max(-amount, 0),
+                subscriber_id=inv.subscriber_id if kind == "ar" else None,
+                tax_rate_id=rate_id, jurisdiction=jurisdiction)
+        for (kind, account, rate_id, jurisdiction), amount in net.items() if amount)
+
+
 def _write(runner: _TenantRunner, drafts: list[_Draft]) -> None:
     """The chunk's invoices, lines, line taxes, billed periods and journal entries: one
-    multi-row INSERT per table."""
+    multi-row INSERT per table. An invoice waiting for its taxes gets no entry (it posts when
+    they are known)."""
     session, d, run_date = runner.session, runner.defaults, runner.run_date
-    entries = [e for e in (_entry(runner, draft) for draft in drafts) if e is not None]
-    entries = [BulkEntry(i, *e) for i, e in zip(
-        _allocate_ids(session, JournalEntry, len(entries)), entries, strict=True)]
+    posting = [draft for draft in drafts if draft.legs]
+    entries = [BulkEntry(entry_id, f"invoice:{inv.id}:post", run_date, "invoice", inv.id,
+                         f"Invoice {inv.number}", inv.legs)
+               for entry_id, inv in zip(_allocate_ids(session, JournalEntry, len(posting)),
+                                        posting, strict=True)]
     post_entries_bulk(session, entries)
     posted = {e.source_id: e.id for e in entries}
     now = utcnow()
@@ -727,33 +888,27 @@ def _write(runner: _TenantRunner, drafts: list[_Draft]) -> None:
         status="open" if inv.tax_status == "ok" else "draft", source="billing_run",
         currency=runner.result.currency, subtotal=inv.subtotal, tax_total=inv.tax_total,
         total=inv.total, amount_paid=0, tax_status=inv.tax_status,
-        tax_attempts=0 if name_is_local(d) else 1, tax_engine_ref=inv.engine_ref,
+        tax_attempts=0,
         posted_entry_id=posted.get(inv.id), posted_at=now if inv.id in posted else None,
         created_at=now) for inv in drafts])
-    lines = [(inv, pos, line) for inv in drafts
-             for pos, line in enumerate(inv.lines, start=1)]
-    line_ids = _allocate_ids(session, InvoiceLine, len(lines))
-    _insert(session, InvoiceLine, [dict(
-        id=line_id, invoice_id=inv.id, position=pos, kind=c.kind,
-        description=c.description[:255], explanation=c.explanation, item_id=line.item_id,
-        subscription_id=c.subscription_id, for_subscriber_id=c.for_subscriber_id,
-        period_start=c.period.start if c.period else None,
-        period_end=c.period.end if c.period else None, quantity=c.quantity,
-        unit_price=c.unit_price, amount=line.amount, income_account_id=c.income_account_id,
-        taxable=c.taxable, tax=line.tax)
-        for line_id, (inv, pos, line) in zip(line_ids, lines, strict=True)
-        for c in (line.charge,)])
-    taxes = [dict(line_id=line_id, tax_rate_id=t.tax_rate_id, jurisdiction=t.jurisdiction[:120],
-                  rate=t.rate, amount=t.tax)
-             for line_id, (_, _, line) in zip(line_ids, lines, strict=True) for t in line.taxes]
-    if taxes:
-        _insert(session, InvoiceLineTax, taxes)
+    line_ids = iter(_allocate_ids(session, InvoiceLine, sum(len(inv.lines) for inv in drafts)))
+    lines, taxes = [], []
+    for inv in drafts:
+        for row, tax_rows in zip(inv.line_rows, inv.tax_rows, strict=True):
+            row["id"] = line_id = next(line_ids)
+            row["invoice_id"] = inv.id
+            lines.append(row)
+            for tax_row in tax_rows:
+                tax_row["line_id"] = line_id
+                taxes.append(tax_row)
+    _insert(session, InvoiceLine, lines)
+    _insert(session, InvoiceLineTax, taxes)
     _insert(session, BilledPeriod, [dict(
         subscription_id=sub_id, period_start=period.start, period_end=period.end,
         invoice_id=inv.id) for inv in drafts for sub_id, period in inv.periods])
     billed = [item for inv in drafts for item in inv.periods]
     scheduled = set(session.scalars(sa.select(Subscription.id).where(
-        Subscription.id.in_({sub_id for sub_id, _ in billed}),
+        among(Subscription.id, {sub_id for sub_id, _ in billed}),
         Subscription.scheduled_package_id.is_not(None))))
     if scheduled:
         apply_schedule(session, [item for item in billed if item[0] in scheduled])
@@ -764,39 +919,18 @@ def name_is_local(defaults: InvoiceDefaults) -> bool:
     return (defaults.tax_engine or "simple_tax") == "simple_tax"
 
 
-def _entry(runner: _TenantRunner, inv: _Draft) -> tuple | None:
-    """The invoice's entry: AR against income per account and tax per rate/jurisdiction; none
-    while the invoice waits for its taxes (it posts when they are known)."""
-    if inv.tax_status != "ok":
-        return None
-    accounts = runner.catalog.accounts
-    net: dict[tuple, int] = defaultdict(int)
-    for line in inv.lines:
-        net[("income", line.charge.income_account_id, None, None)] -= line.amount
-        for t in line.taxes:
-            net[("tax", accounts[SALES_TAX], t.tax_rate_id, t.jurisdiction[:120])] -= t.tax
-    net[("ar", accounts[ACCOUNTS_RECEIVABLE], None, None)] += inv.total
-    legs = tuple(
-        LegSpec(account_id=account, debit=max(amount, 0), credit=max(-amount, 0),
-                subscriber_id=inv.subscriber_id if kind == "ar" else None,
-                tax_rate_id=rate_id, jurisdiction=jurisdiction)
-        for (kind, account, rate_id, jurisdiction), amount in net.items() if amount)
-    if not legs:
-        return None
-    return (f"invoice:{inv.id}:post", runner.run_date, "invoice", inv.id,
-            f"Invoice {inv.number}", legs)
-
-
 def _apply_credits(session: Session, invoices: list[_Draft]) -> None:
-    """Unapplied account credit settles the new invoices (the memo helper's rule), only for
-    the few subscribers that have any."""
+    """Unapplied account credit (credit memos, payments) settles the new invoices (the memo
+    helper's rule), only for the few subscribers that have any."""
     from headend.billing.memos import apply_account_credit
+    from headend.payments.allocation import credit_holders
 
     by_subscriber = {inv.subscriber_id: inv.id for inv in invoices}
-    holders = session.scalars(sa.select(Memo.subscriber_id).distinct().where(
+    holders = set(session.scalars(sa.select(Memo.subscriber_id).distinct().where(
         Memo.kind == "credit", Memo.voided_at.is_(None), Memo.unapplied > 0,
-        Memo.subscriber_id.in_(by_subscriber))).all()
-    for subscriber_id in holders:
+        among(Memo.subscriber_id, by_subscriber))).all())
+    holders |= credit_holders(session, by_subscriber)
+    for subscriber_id in sorted(holders):
         apply_account_credit(session, session.get(Invoice, by_subscriber[subscriber_id]))
 
 
@@ -816,20 +950,8 @@ def post_entries_bulk(session: Session, entries: list[BulkEntry]) -> None:
                                   .where(Account.id.in_(account_ids))).all())
     ar = session.scalar(sa.select(Account.id).where(Account.code == ACCOUNTS_RECEIVABLE))
     for e in entries:
-        require(errors, "legs", bool(e.legs), f"{e.key}: an entry needs legs")
-        for leg in e.legs:
-            require(errors, "legs", leg.account_id is not None and leg.account_code is None,
-                    f"{e.key}: bulk legs name their account by id")
-            require(errors, "legs", leg.debit >= 0 and leg.credit >= 0
-                    and (leg.debit > 0) != (leg.credit > 0),
-                    f"{e.key}: each leg has one positive side")
-            require(errors, "legs", active.get(leg.account_id) is True,
-                    f"{e.key}: account {leg.account_id} is missing or inactive")
-            require(errors, "legs", leg.account_id != ar or leg.subscriber_id is not None,
-                    f"{e.key}: a receivable needs its subscriber")
-        debits, credits = sum(x.debit for x in e.legs), sum(x.credit for x in e.legs)
-        require(errors, "legs", debits == credits,
-                f"{e.key}: unbalanced: debits {debits} and credits {credits} differ")
+        for problem in _entry_problems(e, active, ar):
+            errors.setdefault("legs", []).append(f"{e.key}: {problem}")
     raise_if(errors)
     overrides = _closed_books_dates(session, {e.entry_date for e in entries})
     now = utcnow()
@@ -841,6 +963,24 @@ def post_entries_bulk(session: Session, entries: list[BulkEntry]) -> None:
         entry_id=e.id, account_id=leg.account_id, subscriber_id=leg.subscriber_id,
         debit=leg.debit, credit=leg.credit, tax_rate_id=leg.tax_rate_id,
         jurisdiction=leg.jurisdiction, memo=leg.memo) for e in entries for leg in e.legs])
+
+
+def _entry_problems(e: BulkEntry, active: dict[int, bool], ar: int | None):
+    """What breaks `post_entry`'s rules in `e` (messages made only for a broken entry)."""
+    if not e.legs:
+        yield "an entry needs legs"
+    for leg in e.legs:
+        if leg.account_id is None or leg.account_code is not None:
+            yield "bulk legs name their account by id"
+        if leg.debit < 0 or leg.credit < 0 or (leg.debit > 0) == (leg.credit > 0):
+            yield "each leg has one positive side"
+        if active.get(leg.account_id) is not True:
+            yield f"account {leg.account_id} is missing or inactive"
+        if leg.account_id == ar and leg.subscriber_id is None:
+            yield "a receivable needs its subscriber"
+    debits, credits = sum(x.debit for x in e.legs), sum(x.credit for x in e.legs)
+    if debits != credits:
+        yield f"unbalanced: debits {debits} and credits {credits} differ"
 
 
 def _closed_books_dates(session: Session, dates: set[dt.date]) -> set[dt.date]:

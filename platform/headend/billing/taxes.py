@@ -1,12 +1,15 @@
 """Taxing an invoice through the tenant's tax engine (a plugin behind TaxEngine).
 
 The core decides which of the tenant's rates apply to each line; the engine does the arithmetic
-(simple_tax) or its own jurisdiction lookup (avalara):
-- package tax mode "none": the line is not taxed;
+(simple_tax) or its own jurisdiction lookup (avalara). A package's lines follow the tax option
+of their SUBSCRIPTION (TaxSettings), a copy of the package's taken when the subscription is
+added or changes package: editing a package taxes new subscriptions only, until the package's
+"Apply" (`apply_package_taxes`) pushes its settings to all its active subscriptions.
+- tax mode "none": the line is not taxed;
 - "subscriber": the rates on the subscriber whose service it is, unless that subscriber is tax
   exempt (the exemption code goes to the engine, which then taxes nothing);
-- "custom": the package's own rate, the cycle rate on recurring lines, the setup rate on the
-  setup line.
+- "custom": the subscription's own rate (named after its package), the cycle rate on recurring
+  lines, the setup rate on the setup line.
 Lines of no package (items, fees, recurring custom lines) follow the subscriber's settings.
 
 An engine that cannot be reached (TaxEngineUnavailable) is retried a few times in-process; after
@@ -20,13 +23,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from headend.billing.models import Invoice, InvoiceLine, InvoiceLineTax
 from headend.catalog.models import Package
-from headend.errors import ValidationFailed
+from headend.catalog.services import LIVE_STATUSES
+from headend.errors import NotFound, ValidationFailed
 from headend.plugins.interfaces import (
     TaxEngine,
     TaxEngineRejected,
@@ -36,11 +41,44 @@ from headend.plugins.interfaces import (
     TaxRequest,
     TaxResult,
 )
-from headend.subscribers.models import Subscriber, Subscription
+from headend.subscribers.models import PACKAGE_TAX_FIELDS, Subscriber, Subscription
 
 # In-process attempts before the invoice waits, and the pauses between them (seconds).
 BACKOFF = (0.0, 0.2, 0.5)
 _CYCLE_KINDS = ("recurring", "proration", "inclusion", "hibernation")
+
+
+@dataclass(frozen=True)
+class TaxSettings:
+    """The tax option a subscription's package lines are taxed by (PACKAGE_TAX_FIELDS), with
+    the package name that labels a custom tax."""
+
+    package_name: str
+    tax_mode: str = "subscriber"
+    custom_tax_kind: str | None = None
+    custom_tax_cycle_rate: Decimal | None = None
+    custom_tax_setup_rate: Decimal | None = None
+
+    @classmethod
+    def from_subscription(cls, subscription, package_name: str) -> TaxSettings:
+        return cls(package_name, *(getattr(subscription, f) for f in PACKAGE_TAX_FIELDS))
+
+    @classmethod
+    def from_package(cls, package) -> TaxSettings:
+        return cls(package.name, *(getattr(package, f) for f in PACKAGE_TAX_FIELDS))
+
+    @classmethod
+    def for_charge(cls, subscription, package) -> TaxSettings:
+        """What taxes `package`'s charges on `subscription`: the subscription's own settings,
+        except for a package it has not taken yet (a deferred downgrade billing its first
+        period), whose settings it takes with that package."""
+        if package.id == subscription.package_id:
+            return cls.from_subscription(subscription, package.name)
+        return cls.from_package(package)
+
+    @property
+    def taxed(self) -> bool:
+        return self.tax_mode != "none"
 
 
 @dataclass(frozen=True)
@@ -60,7 +98,7 @@ def engine_for(session: Session, plugin_id: str) -> Engine:
     return Engine(engine, plugin_settings(session, plugin_id, engine))
 
 
-def _address(sub: Subscriber) -> dict[str, str]:
+def tax_address(sub: Subscriber) -> dict[str, str]:
     prefix = "service" if sub.billing_same_as_service else "billing"
     get = lambda name: getattr(sub, f"{prefix}_{name}") or ""  # noqa: E731
     return {"line1": get("line1"), "city": get("city"), "region": get("region"),
@@ -74,33 +112,34 @@ def _subscriber_rates(sub: Subscriber) -> tuple[tuple[TaxRateSpec, ...], str]:
                  if r.active), ""
 
 
-def _custom_rates(package: Package, line: InvoiceLine) -> tuple[TaxRateSpec, ...]:
-    rate = package.custom_tax_setup_rate if line.kind == "setup" \
-        else package.custom_tax_cycle_rate
-    if rate is None or not package.custom_tax_kind:
+def _custom_rates(settings: TaxSettings, line: InvoiceLine) -> tuple[TaxRateSpec, ...]:
+    rate = settings.custom_tax_setup_rate if line.kind == "setup" \
+        else settings.custom_tax_cycle_rate
+    if rate is None or not settings.custom_tax_kind:
         return ()
-    label = f"{package.name} {'setup ' if line.kind == 'setup' else ''}tax"
-    return (TaxRateSpec(label, package.custom_tax_kind, rate, None),)
+    label = f"{settings.package_name} {'setup ' if line.kind == 'setup' else ''}tax"
+    return (TaxRateSpec(label, settings.custom_tax_kind, rate, None),)
 
 
-def _line_rates(line: InvoiceLine, subscriber: Subscriber, package: Package | None
+def line_rates(line: InvoiceLine, subscriber: Subscriber, settings: TaxSettings | None
                 ) -> tuple[tuple[TaxRateSpec, ...], str] | None:
     """The rates and exemption code a line is sent with; None: the line is not taxed at all.
+    `settings`: those of the line's subscription (None for a line of no package).
 
     A taxable line goes to the engine even without rates: engines with their own jurisdiction
     tables (AvaTax) tax it from the address.
     """
     if not line.taxable or line.amount == 0:
         return None
-    if package is None or package.tax_mode == "subscriber":
+    if settings is None or settings.tax_mode == "subscriber":
         rates, exemption = _subscriber_rates(subscriber)
-    elif package.tax_mode == "custom":
-        rates, exemption = _custom_rates(package, line), ""
+    elif settings.tax_mode == "custom":
+        rates, exemption = _custom_rates(settings, line), ""
     else:
         return None
     if line.amount < 0:  # a credit gives back percent taxes; flat taxes are per charge
         rates = tuple(r for r in rates if r.kind == "percent")
-    elif line.kind == "setup" and package is not None and package.tax_mode == "subscriber":
+    elif line.kind == "setup" and settings is not None and settings.tax_mode == "subscriber":
         # A subscriber's flat taxes (a 911 fee) are per billing cycle, not per one-time fee;
         # the custom mode has its own setup-fee rate for that.
         rates = tuple(r for r in rates if r.kind == "percent")
@@ -110,13 +149,13 @@ def _line_rates(line: InvoiceLine, subscriber: Subscriber, package: Package | No
 def build_request(session: Session, invoice: Invoice, document_code: str,
                   rounding: str) -> tuple[TaxRequest, dict[int, InvoiceLine]]:
     """The engine's view of `invoice`: one TaxLine per line that may carry tax."""
-    packages = _packages(session, {ln.subscription_id for ln in invoice.lines})
+    settings = _tax_settings(session, {ln.subscription_id for ln in invoice.lines})
     subscribers = _subscribers(session, {ln.for_subscriber_id or invoice.subscriber_id
                                          for ln in invoice.lines} | {invoice.subscriber_id})
     lines, by_number = [], {}
     for n, line in enumerate(invoice.lines, start=1):
-        taxed = _line_rates(line, subscribers[line.for_subscriber_id or invoice.subscriber_id],
-                            packages.get(line.subscription_id))
+        taxed = line_rates(line, subscribers[line.for_subscriber_id or invoice.subscriber_id],
+                            settings.get(line.subscription_id))
         if taxed is None:
             continue
         rates, exemption = taxed
@@ -127,18 +166,21 @@ def build_request(session: Session, invoice: Invoice, document_code: str,
     payer = subscribers[invoice.subscriber_id]
     request = TaxRequest(document_code=document_code, customer_code=payer.account_number,
                          date=invoice.invoice_date, currency=invoice.currency,
-                         address=_address(payer), lines=tuple(lines), rounding=rounding)
+                         address=tax_address(payer), lines=tuple(lines), rounding=rounding)
     return request, by_number
 
 
-def _packages(session: Session, subscription_ids: set) -> dict[int, Package]:
+def _tax_settings(session: Session, subscription_ids: set) -> dict[int, TaxSettings]:
+    """Each subscription's own tax settings, by subscription id."""
     subscription_ids.discard(None)
     if not subscription_ids:
         return {}
-    rows = session.execute(select(Subscription.id, Package).join(
-        Package, Subscription.package_id == Package.id).where(
-        Subscription.id.in_(subscription_ids)))
-    return dict(rows.tuples().all())
+    rows = session.execute(
+        select(Subscription.id, Package.name,
+               *(getattr(Subscription, f) for f in PACKAGE_TAX_FIELDS))
+        .join(Package, Subscription.package_id == Package.id)
+        .where(Subscription.id.in_(subscription_ids)))
+    return {sub_id: TaxSettings(name, *values) for sub_id, name, *values in rows}
 
 
 def _subscribers(session: Session, ids: set) -> dict[int, Subscriber]:
@@ -234,3 +276,37 @@ def void(session: Session, invoice: Invoice, plugin_id: str) -> None:
         ) from exc
     except TaxEngineRejected as exc:
         raise rejected(exc) from exc
+
+
+# --- a package's "Apply" -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AppliedTaxes:
+    live: int  # the package's subscriptions that are billed (LIVE_STATUSES)
+    updated: int  # those whose settings differed and were changed
+
+
+def _live_of(package_id: int):
+    return (Subscription.package_id == package_id, Subscription.status.in_(LIVE_STATUSES))
+
+
+def live_subscription_count(session: Session, package_id: int) -> int:
+    """How many subscriptions the package's "Apply" reaches."""
+    return session.scalar(select(func.count(Subscription.id)).where(*_live_of(package_id)))
+
+
+def apply_package_taxes(session: Session, package_id) -> AppliedTaxes:
+    """The package's "Apply": its tax settings onto every subscription of it that is billed
+    (pending, active, hibernating, suspended; a cancelled one keeps its history). Only rows
+    that differ are written, through the ORM, so each change is audited with before/after."""
+    package = session.scalar(select(Package).where(Package.id == package_id)) \
+        if isinstance(package_id, int) and not isinstance(package_id, bool) else None
+    if package is None:
+        raise NotFound(f"package {package_id}")
+    differs = or_(*(getattr(Subscription, f).is_distinct_from(getattr(package, f))
+                    for f in PACKAGE_TAX_FIELDS))
+    stale = session.scalars(select(Subscription).where(*_live_of(package.id), differs)
+                            .order_by(Subscription.id)).all()
+    updated = sum(sub.take_package_taxes(package) for sub in stale)
+    session.flush()
+    return AppliedTaxes(live_subscription_count(session, package.id), updated)

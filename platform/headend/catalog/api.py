@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from flask_appbuilder.api import expose, protect, safe
+
+from headend.billing import taxes
 from headend.catalog import models as m
 from headend.catalog import services
+from headend.db import db
 from headend.tenancy import permissions as perms
-from headend.views_base import HeadendInterface, HeadendModelRestApi
+from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelRestApi
 
 _LINE = ["id", "label", "quantity", "fcc_technology_code", "position"]
 _INCLUSION = ["id", "quantity", "recurring_price"]
@@ -87,6 +91,36 @@ class PackageApi(CatalogApi):
     ]
     search_columns = ["name", "customer_type", "active"]
     order_columns = ["name", "price_monthly"]
+    method_permission_name = {**perms.METHOD_PERMISSIONS, "apply_taxes": perms.WRITE}
+
+    # Not named <pk>: the isolation walker GETs every <pk> route, and this is POST only
+    # (tests/test_package_tax_apply.py checks another tenant's package answers 404 here).
+    @expose("/<int:package_id>/apply-taxes", methods=["POST"])
+    @protect()
+    @safe
+    def apply_taxes(self, package_id):
+        """Apply the package's tax settings to all its active subscriptions.
+        ---
+        post:
+          description: >-
+            New subscriptions take the package's tax settings; this pushes them to its
+            pending, active, hibernating and suspended subscriptions (not cancelled ones).
+          parameters:
+          - {in: path, name: package_id, schema: {type: integer}}
+          responses:
+            200: {description: '{"active": subscriptions reached, "updated": those changed}'}
+            404: {description: no such package}
+        """
+        package = self.datamodel.get(package_id, self._base_filters)
+        if package is None:
+            return self.response_404()
+        try:
+            applied = taxes.apply_package_taxes(db.session, package.id)
+            db.session.commit()
+        except WRITE_ERRORS:
+            db.session.rollback()
+            return self.response_422(message={"package": ["the database refused the change"]})
+        return self.response(200, active=applied.live, updated=applied.updated)
 
 
 class PackageServiceLineApi(CatalogApi):

@@ -235,13 +235,18 @@ def validate_package(session: Session, package: Package) -> None:
     _count(errors, "max_devices", package.max_devices, required=False)
     _decimal(errors, "hibernation_fee", package.hibernation_fee)
     _count(errors, "hibernation_max_days", package.hibernation_max_days, required=False)
-    _choice(errors, "tax_mode", package.tax_mode, TAX_MODES)
-    if package.tax_mode == "custom":
-        _choice(errors, "custom_tax_kind", package.custom_tax_kind, TAX_KINDS)
-        cap = Decimal(100) if package.custom_tax_kind == "percent" else None
-        for field in ("custom_tax_cycle_rate", "custom_tax_setup_rate"):
-            _decimal(errors, field, getattr(package, field), places=6, required=True, maximum=cap)
+    check_tax_settings(errors, package)
     raise_if(errors)
+
+
+def check_tax_settings(errors: dict, owner) -> None:
+    """The tax option of a package, or of a subscription that carries its own copy of it."""
+    _choice(errors, "tax_mode", owner.tax_mode, TAX_MODES)
+    if owner.tax_mode == "custom":
+        _choice(errors, "custom_tax_kind", owner.custom_tax_kind, TAX_KINDS)
+        cap = Decimal(100) if owner.custom_tax_kind == "percent" else None
+        for field in ("custom_tax_cycle_rate", "custom_tax_setup_rate"):
+            _decimal(errors, field, getattr(owner, field), places=6, required=True, maximum=cap)
 
 
 def validate_service_line(session: Session, line: PackageServiceLine) -> None:

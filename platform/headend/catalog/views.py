@@ -4,12 +4,14 @@ services, the chart of accounts and tax rates. Rules live in catalog.services.""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import flash, redirect, request
+from flask import abort, flash, redirect, request, url_for
+from flask_appbuilder import expose, has_access
 from flask_appbuilder.actions import action
 from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
 from wtforms import DecimalField, SelectField
 from wtforms.validators import Optional
 
+from headend.billing import taxes
 from headend.catalog import fcc, services
 from headend.catalog import models as m
 from headend.db import db
@@ -25,7 +27,7 @@ from headend.ui import (
     optional_checkboxes,
     titled,
 )
-from headend.views_base import HeadendInterface, HeadendModelView
+from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelView
 
 CATEGORY = "Catalog"
 
@@ -305,6 +307,7 @@ class PackageView(LinkedListMixin, CatalogView):
     formatters_columns = formatters_for(m.Package)
     link_columns = ("name",)
     show_template = "catalog/package_show.html"
+    method_permission_name = {**perms.METHOD_PERMISSIONS, "apply_taxes": perms.WRITE}
     validator = staticmethod(services.validate_package)
     delete_guard = staticmethod(services.guard_package_delete)
     related_views = [PackageServiceLineView, PackageInclusionView, InternetProfileView]
@@ -316,6 +319,9 @@ class PackageView(LinkedListMixin, CatalogView):
     ]
     search_columns = ["name", "customer_type", "active"]
     base_order = ("name", "asc")
+    description_columns = {"tax_mode": (
+        "New subscriptions take these tax settings; existing ones keep theirs until "
+        "\"Apply tax settings\" on the package page pushes these to them.")}
     label_columns = labels_for(
         m.Package,
         price_semiannual="Price semi-annual",
@@ -341,6 +347,34 @@ class PackageView(LinkedListMixin, CatalogView):
             "custom_tax_setup_rate": "Custom tax rate on setup",
         },
     )
+
+    @expose("/show/<pk>", methods=["GET"])
+    @has_access
+    def show(self, pk):
+        """FAB's show page, plus how many subscriptions the tax "Apply" would reach."""
+        pk = self._deserialize_pk_if_composite(pk)
+        widgets = self._show(pk)
+        return self.render_template(
+            self.show_template, pk=pk, title=self.show_title, widgets=widgets,
+            related_views=self._related_views,
+            live_subscriptions=taxes.live_subscription_count(db.session, int(pk)))
+
+    @expose("/apply_taxes/<pk>", methods=["POST"])
+    @has_access
+    def apply_taxes(self, pk):
+        """The Taxes "Apply": this package's tax settings onto all its active subscriptions."""
+        if not str(pk).isdigit() or not self._visible(pk):
+            abort(404)
+        try:
+            applied = taxes.apply_package_taxes(db.session, int(pk))
+            db.session.commit()
+        except WRITE_ERRORS:
+            db.session.rollback()
+            flash("The database refused the change; no subscription was changed.", "danger")
+        else:
+            flash(f"Tax settings applied: {applied.updated} of {applied.live} active "
+                  f"subscription{'s' if applied.live != 1 else ''} updated", "success")
+        return redirect(url_for("PackageView.show", pk=pk))
 
 
 def register(appbuilder):

@@ -112,7 +112,7 @@ def _post(session: Session, *, key, entry_date, source_type, source_id, descript
     warn = None
     if "entry_date" not in errors:
         try:
-            warn = _closed_books(session, entry_date)
+            warn = refuse_closed_books(session, entry_date)
         except ValidationFailed as exc:
             errors.update(exc.errors)
     raise_if(errors)
@@ -231,18 +231,21 @@ def set_closing_date(session: Session, closing_date: dt.date | None,
 
 def check_books_open(session: Session, entry_date: dt.date) -> None:
     """Refuse a date in closed books, or record a warning where the tenant chose "warn"."""
-    settings = _closed_books(session, entry_date)
+    settings = refuse_closed_books(session, entry_date)
     if settings is not None:
         _record_warning(session, settings, entry_date)
 
 
-def _closed_books(session: Session, entry_date: dt.date) -> LedgerSettings | None:
-    """The settings when `entry_date` is in books closed with "warn"; raises for "block"."""
+def refuse_closed_books(session: Session, day: dt.date, field: str = "entry_date"
+                        ) -> LedgerSettings | None:
+    """Refuse `day` in books closed with "block", naming the form's `field` (callers check
+    before they number anything or call a remote engine). Returns the settings when `day` is
+    in books closed with "warn": the ledger posts there and records the warning."""
     settings = ledger_settings(session)
-    if settings is None or settings.closing_date is None or entry_date > settings.closing_date:
+    if settings is None or settings.closing_date is None or day > settings.closing_date:
         return None
     if settings.closing_mode == "block":
-        raise ValidationFailed({"entry_date": (
+        raise ValidationFailed({field: (
             f"is on or before the closing date {settings.closing_date:%Y-%m-%d}: "
             "the books are closed")})
     return settings

@@ -20,6 +20,7 @@ from headend.plugins.config_schema import ConfigSchema, Field
 
 __all__ = [
     "ConfigSchema", "Field", "Plugin", "PaymentGateway", "PaymentStatus", "PaymentResult",
+    "SavedMethod", "BILLING_METHODS", "GatewayUnavailable",
     "TaxEngine", "TaxRateSpec", "TaxLine", "TaxRequest", "TaxDetail", "TaxLineResult", "TaxResult",
     "TaxEngineUnavailable", "TaxEngineRejected",
     "RouterDriver", "RouterEntry", "RouterDiff", "InvoiceForm", "KINDS",
@@ -49,6 +50,10 @@ class PaymentStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+# How a subscriber pays; a tenant picks one gateway per method on the Plugins page.
+BILLING_METHODS = ("card", "echeck", "cash", "check", "bank_transfer", "other")
+
+
 @dataclass(frozen=True)
 class PaymentResult:
     status: PaymentStatus
@@ -58,6 +63,28 @@ class PaymentResult:
     provider_ref: str | None = None
     decline_code: str | None = None
     message: str = ""
+    # refund(): "void" when the provider released an unsettled charge, "refund" when money
+    # went back after settlement.
+    reversal: str | None = None
+    # handle_webhook(): the provider's event id, which the core deduplicates on.
+    event_id: str | None = None
+
+
+class GatewayUnavailable(RuntimeError):
+    """The provider could not be reached for a call that is not a payment (customers, saved
+    methods): nothing happened, try again later. Payment calls return UNDEFINED instead."""
+
+
+@dataclass(frozen=True)
+class SavedMethod:
+    """A payment method tokenized and kept by the provider; we keep only this description."""
+
+    provider_ref: str  # e.g. Stripe's pm_...
+    method: str  # one of BILLING_METHODS ("card", "echeck")
+    brand: str = ""
+    last4: str = ""
+    exp_month: int | None = None
+    exp_year: int | None = None
 
 
 class PaymentGateway(Plugin):
@@ -65,11 +92,32 @@ class PaymentGateway(Plugin):
     the provider as its idempotency key, so retrying a call can never charge twice."""
 
     kind = "payment_gateway"
+    # The billing methods this gateway can take (a tenant maps each method to one gateway).
+    methods: ClassVar[tuple[str, ...]] = ()
+    # Whether it keeps payment methods for later off-session charges (cards, bank accounts).
+    saves_methods: ClassVar[bool] = False
+
+    def create_customer(self, settings: Settings, customer_code: str, name: str,
+                        email: str) -> str:
+        """The provider's customer for one subscriber (its id); idempotent by customer_code."""
+        raise NotImplementedError(f"{self.plugin_id} does not keep customers")
+
+    def save_method(self, settings: Settings, customer_ref: str, token: str) -> SavedMethod:
+        """Attach a token made by the provider's client-side library to the customer.
+
+        A card refused at this point raises ValueError with the provider's message; an
+        unreachable provider raises GatewayUnavailable."""
+        raise NotImplementedError(f"{self.plugin_id} does not save payment methods")
+
+    def remove_method(self, settings: Settings, provider_ref: str) -> None:
+        """Detach a saved method at the provider."""
+        raise NotImplementedError(f"{self.plugin_id} does not save payment methods")
 
     @abstractmethod
     def purchase(self, settings: Settings, transaction_id: str, amount: int, currency: str,
                  payment_method: str, customer_ref: str | None = None) -> PaymentResult:
-        """Authorize and capture in one step."""
+        """Authorize and capture in one step. `payment_method` is a saved method's
+        provider_ref (charged off-session) or, for offline gateways, the billing method."""
 
     @abstractmethod
     def authorize(self, settings: Settings, transaction_id: str, amount: int, currency: str,
@@ -88,7 +136,10 @@ class PaymentGateway(Plugin):
     @abstractmethod
     def refund(self, settings: Settings, transaction_id: str, provider_ref: str,
                amount: int, currency: str) -> PaymentResult:
-        """Refund (part of) a captured payment; the core refuses refunds above the charge."""
+        """Give back (part of) a payment; the core refuses refunds above what remains.
+
+        The gateway voids a charge that has not settled yet and refunds one that has, and says
+        which in the result's `reversal`."""
 
     @abstractmethod
     def get_payment_info(self, settings: Settings, transaction_id: str,

@@ -9,7 +9,12 @@ from flask import request
 from headend.db import db
 from headend.errors import ValidationFailed
 from headend.subscribers import services
-from headend.subscribers.models import Subscriber, SubscriberNote, Subscription
+from headend.subscribers.models import (
+    PACKAGE_TAX_FIELDS,
+    Subscriber,
+    SubscriberNote,
+    Subscription,
+)
 from headend.subscribers.views import SearchTextFilter, note_by_current_user
 from headend.tenancy import permissions as perms
 from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelRestApi, WriteRefused
@@ -65,11 +70,14 @@ class SubscriptionApi(HeadendModelRestApi):
     validator = staticmethod(services.validate_subscription)
     list_columns = ["id", "subscriber.id", "package.id", "package.name", *_SUBSCRIPTION_FIELDS,
                     "created_at"]
-    show_columns = [*list_columns, "services.id", "services.label", "services.status"]
+    show_columns = [*list_columns, *PACKAGE_TAX_FIELDS, "services.id", "services.label",
+                    "services.status"]
     # POST is add_package (see post_headless); these only describe it in the OpenAPI spec.
     add_columns = ["subscriber", "package", *_SUBSCRIPTION_FIELDS[:-1]]
     # Quantity and status change services and billing: they get their own flows (not PUT).
-    edit_columns = ["custom_price", "billing_cycle", "bill_day", "bill_start_date"]
+    # The tax settings: a copy of the package's, taken when it was added (see billing.taxes).
+    edit_columns = ["custom_price", "billing_cycle", "bill_day", "bill_start_date",
+                    *PACKAGE_TAX_FIELDS]
     search_columns = ["subscriber", "package", "status", "billing_cycle"]
 
     def post_headless(self):

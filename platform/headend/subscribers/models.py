@@ -21,6 +21,9 @@ CUSTOMER_TYPES = ("residential", "business")
 SUBSCRIBER_STATUSES = ("prospect", "active", "suspended", "inactive", "archived")
 SUBSCRIPTION_STATUSES = ("pending", "active", "hibernating", "suspended", "cancelled")
 SERVICE_STATUSES = ("pending", "active", "suspended", "cancelled")
+# The package's tax option (Package columns of the same names), copied onto each subscription.
+PACKAGE_TAX_FIELDS = ("tax_mode", "custom_tax_kind", "custom_tax_cycle_rate",
+                      "custom_tax_setup_rate")
 
 subscriber_tax_rate = sa.Table(
     "subscriber_tax_rate",
@@ -167,6 +170,13 @@ class Subscription(TenantOwned, Model):
     scheduled_package_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("package.id", ondelete="RESTRICT"))
     scheduled_change_on: Mapped[dt.date | None] = mapped_column()
+    # Taxes: the package's settings as they were when the subscription took the package (or
+    # when the package's "Apply" pushed them), so editing a package retaxes new subscriptions
+    # only. Same meaning as the Package columns.
+    tax_mode: Mapped[str] = mapped_column(sa.String(20), default="subscriber")
+    custom_tax_kind: Mapped[str | None] = mapped_column(sa.String(10))
+    custom_tax_cycle_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal(6))
+    custom_tax_setup_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal(6))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions",
@@ -175,6 +185,16 @@ class Subscription(TenantOwned, Model):
     services: Mapped[list[ServiceInstance]] = relationship(
         back_populates="subscription", order_by="ServiceInstance.id"
     )
+
+    def take_package_taxes(self, package) -> bool:
+        """Copy `package`'s tax settings onto this subscription; True when any of them changed."""
+        changed = False
+        for name in PACKAGE_TAX_FIELDS:
+            value = getattr(package, name)
+            if getattr(self, name) != value:
+                setattr(self, name, value)
+                changed = True
+        return changed
 
     def __repr__(self) -> str:
         return f"#{self.id} {self.package}"

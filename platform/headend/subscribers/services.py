@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from headend.catalog.models import CYCLES, Package, TaxRate
+from headend.catalog.services import check_tax_settings
 from headend.errors import NotFound, ValidationFailed, raise_if, require
 from headend.money import parse_decimal
 from headend.plugins import events
@@ -288,6 +289,7 @@ def validate_subscription(session: Session, sub: Subscription) -> None:
             require(errors, "custom_price", package.allow_custom_pricing,
                     "this package does not allow custom pricing")
             _decimal(sub.custom_price, "custom_price", errors)
+    check_tax_settings(errors, sub)
     raise_if(errors)
 
 
@@ -343,6 +345,8 @@ def add_package(session: Session, subscriber_id, package_id, *, quantity=1, bill
         quantity=quantity, custom_price=price, billing_cycle=billing_cycle, bill_day=bill_day,
         bill_start_date=bill_start_date, status="pending",
     )
+    if package is not None:
+        subscription.take_package_taxes(package)
     validate_subscription(session, subscription)
     session.add(subscription)
     session.flush()

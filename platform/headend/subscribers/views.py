@@ -6,12 +6,13 @@ from decimal import Decimal, InvalidOperation
 
 from flask import abort, flash, jsonify, redirect, request, url_for
 from flask_appbuilder import expose, has_access
+from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
 from flask_appbuilder.models.filters import BaseFilter
 from markupsafe import Markup
-from wtforms import BooleanField, SelectField, StringField
+from wtforms import BooleanField, DecimalField, SelectField, StringField
 from wtforms.validators import Length, Optional
 
-from headend.catalog.models import CYCLES, Package
+from headend.catalog.models import CYCLES, TAX_KINDS, TAX_MODES, Package
 from headend.db import db
 from headend.errors import NotFound, ValidationFailed
 from headend.ledger.services import subscriber_balance
@@ -19,6 +20,7 @@ from headend.money import from_minor
 from headend.subscribers import services
 from headend.subscribers.models import (
     CUSTOMER_TYPES,
+    PACKAGE_TAX_FIELDS,
     SUBSCRIBER_STATUSES,
     Subscriber,
     SubscriberNote,
@@ -208,12 +210,33 @@ def _package_json(package: Package) -> dict:
     }
 
 
+_TAX_MODE_TEXT = {"none": "Not taxed", "subscriber": "Subscriber's tax rates",
+                  "custom": "Custom rate"}
+
+
+def _tax_fields() -> dict:
+    """The subscription's own copy of its package's Taxes settings."""
+    def rate(label):
+        return DecimalField(label, places=None, validators=[Optional()],
+                            widget=BS3TextFieldWidget())
+    return {
+        "tax_mode": SelectField("Tax mode", choices=[(m, _TAX_MODE_TEXT[m]) for m in TAX_MODES]),
+        "custom_tax_kind": SelectField("Custom tax kind",
+                                       choices=[("", "—"), *_choices(TAX_KINDS)],
+                                       coerce=lambda v: v or None, validate_choice=False),
+        "custom_tax_cycle_rate": rate("Custom tax rate per cycle"),
+        "custom_tax_setup_rate": rate("Custom tax rate on setup"),
+    }
+
+
 @titled("Subscriptions", "subscription")
 class SubscriptionView(HeadendModelView):
     datamodel = HeadendInterface(Subscription)
     formatters_columns = formatters_for(Subscription) | _CHOICE_FORMATTERS | {
-        "subscriber": _profile_link}
+        "subscriber": _profile_link, "tax_mode": lambda m: _TAX_MODE_TEXT.get(m, m)}
     label_columns = labels_for(Subscription, created_at="Created")
+    description_columns = {"tax_mode": "Taken from the package when the subscription was added "
+                                       "(or by the package's \"Apply tax settings\")"}
     class_permission_name = perms.SUBSCRIPTIONS
     method_permission_name = {**perms.METHOD_PERMISSIONS, "add_package": perms.WRITE,
                               "packages": perms.READ, "preview": perms.READ,
@@ -222,12 +245,15 @@ class SubscriptionView(HeadendModelView):
     list_columns = ["subscriber", "package", "billing_cycle", "quantity", "custom_price",
                     "status", "created_at"]
     show_columns = ["subscriber", "package", "billing_cycle", "quantity", "custom_price",
-                    "bill_day", "bill_start_date", "status", "services", "created_at"]
+                    "bill_day", "bill_start_date", "status", *PACKAGE_TAX_FIELDS, "services",
+                    "created_at"]
     search_columns = ["status", "billing_cycle"]
     # Quantity and status change services and billing: they get their own flows (not here).
-    edit_columns = ["custom_price", "billing_cycle", "bill_day", "bill_start_date"]
+    edit_columns = ["custom_price", "billing_cycle", "bill_day", "bill_start_date",
+                    *PACKAGE_TAX_FIELDS]
     edit_form_extra_fields = {
         "billing_cycle": SelectField("Billing cycle", choices=_choices(CYCLES)),
+        **_tax_fields(),
     }
 
     @expose("/add/", methods=["GET", "POST"])

@@ -17,9 +17,12 @@ PLUGINS = "Plugins"
 AUDIT = "AuditLog"
 LEDGER = "Ledger"
 BILLING = "Billing"
+COLLECTIONS = "Collections"  # collection rules, autopay, promises to pay, overdue accounts
+PAYMENTS = "Payments"  # payments, refunds, saved payment methods, gateway routes
 TENANTS = "Tenants"  # operators only
 
-RESOURCES = (CATALOG, SUBSCRIBERS, SUBSCRIPTIONS, NOTES, PLUGINS, AUDIT, LEDGER, BILLING)
+RESOURCES = (CATALOG, SUBSCRIBERS, SUBSCRIPTIONS, NOTES, PLUGINS, AUDIT, LEDGER, BILLING,
+             COLLECTIONS, PAYMENTS)
 
 METHOD_PERMISSIONS = {
     # ModelView
@@ -35,7 +38,7 @@ ROLE_GRANTS: dict[str, dict[str, str]] = {
     "Admin": {**{r: WRITE for r in RESOURCES}, AUDIT: READ},
     "Billing": {
         **_ALL_READ, CATALOG: WRITE, SUBSCRIBERS: WRITE, SUBSCRIPTIONS: WRITE, NOTES: WRITE,
-        LEDGER: WRITE, BILLING: WRITE,
+        LEDGER: WRITE, BILLING: WRITE, COLLECTIONS: WRITE, PAYMENTS: WRITE,
     },
     "Support": {**_ALL_READ, NOTES: WRITE},
     "Technician": {**_ALL_READ, SUBSCRIPTIONS: WRITE, NOTES: WRITE},

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 13:47:23.749414
+Create Date: 2026-11-25 15:06:20.344237
 """
 
 import headend.db
@@ -180,6 +180,64 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_audit_log_at"), ["at"], unique=False)
         batch_op.create_index("ix_audit_log_entity", ["entity", "entity_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_log_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "collection_settings",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("retry_count", sa.Integer(), nullable=False),
+        sa.Column("retry_interval_days", sa.Integer(), nullable=False),
+        sa.Column("late_fee_days", sa.Integer(), nullable=True),
+        sa.Column("late_fee_kind", sa.String(length=8), nullable=False),
+        sa.Column("late_fee_amount", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("late_fee_max", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("rebill_fee_days", sa.Integer(), nullable=True),
+        sa.Column("rebill_fee_amount", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("grace_days", sa.Integer(), nullable=False),
+        sa.Column("grace_amount", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("auto_suspend", sa.Boolean(), nullable=False),
+        sa.Column("auto_restore", sa.Boolean(), nullable=False),
+        sa.Column("suspension_notice_days", sa.Integer(), nullable=False),
+        sa.Column("writeoff_enabled", sa.Boolean(), nullable=False),
+        sa.Column("writeoff_threshold", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("writeoff_days", sa.Integer(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_collection_settings_tenant"),
+    )
+    with op.batch_alter_table("collection_settings", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_collection_settings_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "gateway_event",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("plugin_id", sa.String(length=60), nullable=False),
+        sa.Column("event_id", sa.String(length=120), nullable=False),
+        sa.Column("transaction_id", sa.String(length=64), nullable=True),
+        sa.Column("status", sa.String(length=12), nullable=True),
+        sa.Column("received_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "plugin_id", "event_id", name="uq_gateway_event"),
+    )
+    with op.batch_alter_table("gateway_event", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_gateway_event_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "gateway_route",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("method", sa.String(length=20), nullable=False),
+        sa.Column("plugin_id", sa.String(length=60), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "method", name="uq_gateway_route"),
+    )
+    with op.batch_alter_table("gateway_route", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_gateway_route_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "journal_entry",
@@ -628,6 +686,58 @@ def upgrade():
         )
 
     op.create_table(
+        "saved_payment_method",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("plugin_id", sa.String(length=60), nullable=False),
+        sa.Column("customer_ref", sa.String(length=120), nullable=True),
+        sa.Column("provider_ref", sa.String(length=120), nullable=False),
+        sa.Column("method", sa.String(length=20), nullable=False),
+        sa.Column("brand", sa.String(length=30), nullable=False),
+        sa.Column("last4", sa.String(length=4), nullable=False),
+        sa.Column("exp_month", sa.Integer(), nullable=True),
+        sa.Column("exp_year", sa.Integer(), nullable=True),
+        sa.Column("is_default", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("removed_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "plugin_id", "provider_ref", name="uq_saved_method"),
+    )
+    with op.batch_alter_table("saved_payment_method", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_saved_payment_method_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_saved_payment_method_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "scheduled_action",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("action", sa.String(length=12), nullable=False),
+        sa.Column("not_before", sa.Date(), nullable=False),
+        sa.Column("reason", sa.String(length=255), nullable=True),
+        sa.Column("created_by", sa.String(length=120), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("cancelled_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("scheduled_action", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_scheduled_action_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_scheduled_action_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "subscriber_note",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
@@ -677,6 +787,10 @@ def upgrade():
         sa.Column("cancel_on", sa.Date(), nullable=True),
         sa.Column("scheduled_package_id", sa.Integer(), nullable=True),
         sa.Column("scheduled_change_on", sa.Date(), nullable=True),
+        sa.Column("tax_mode", sa.String(length=20), nullable=False),
+        sa.Column("custom_tax_kind", sa.String(length=10), nullable=True),
+        sa.Column("custom_tax_cycle_rate", headend.db.ExactDecimal(6), nullable=True),
+        sa.Column("custom_tax_setup_rate", headend.db.ExactDecimal(6), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["bill_to_subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
@@ -695,6 +809,46 @@ def upgrade():
             batch_op.f("ix_subscription_subscriber_id"), ["subscriber_id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_subscription_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "write_off",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("archived_on", sa.Date(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("written_on", sa.Date(), nullable=False),
+        sa.Column("posted_entry_id", sa.Integer(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["posted_entry_id"], ["journal_entry.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "subscriber_id", "archived_on", name="uq_write_off"),
+    )
+    with op.batch_alter_table("write_off", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_write_off_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_write_off_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "applied_fee",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("invoice_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=12), nullable=False),
+        sa.Column("fee_invoice_id", sa.Integer(), nullable=True),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("applied_on", sa.Date(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["fee_invoice_id"], ["invoice.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "invoice_id", "kind", name="uq_applied_fee"),
+    )
+    with op.batch_alter_table("applied_fee", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_applied_fee_invoice_id"), ["invoice_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_applied_fee_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "billed_period",
@@ -793,6 +947,7 @@ def upgrade():
         sa.Column("memo_date", sa.Date(), nullable=False),
         sa.Column("description", sa.String(length=255), nullable=False),
         sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("tax_total", sa.BigInteger(), nullable=False),
         sa.Column("unapplied", sa.BigInteger(), nullable=False),
         sa.Column("income_account_id", sa.Integer(), nullable=True),
         sa.Column("posted_entry_id", sa.Integer(), nullable=True),
@@ -832,6 +987,51 @@ def upgrade():
         batch_op.create_index(
             batch_op.f("ix_package_inclusion_tenant_id"), ["tenant_id"], unique=False
         )
+
+    op.create_table(
+        "payment",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("number", sa.String(length=40), nullable=True),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("method", sa.String(length=20), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("received_on", sa.Date(), nullable=False),
+        sa.Column("reference", sa.String(length=120), nullable=True),
+        sa.Column("memo", sa.String(length=255), nullable=True),
+        sa.Column("source", sa.String(length=12), nullable=False),
+        sa.Column("plugin_id", sa.String(length=60), nullable=False),
+        sa.Column("transaction_id", sa.String(length=64), nullable=False),
+        sa.Column("provider_ref", sa.String(length=120), nullable=True),
+        sa.Column("saved_method_id", sa.Integer(), nullable=True),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("decline_code", sa.String(length=60), nullable=True),
+        sa.Column("message", sa.String(length=255), nullable=True),
+        sa.Column("unapplied", sa.BigInteger(), nullable=False),
+        sa.Column("refunded", sa.BigInteger(), nullable=False),
+        sa.Column("posted_entry_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["posted_entry_id"], ["journal_entry.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(
+            ["saved_method_id"], ["saved_payment_method.id"], ondelete="RESTRICT"
+        ),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "transaction_id", name="uq_payment_transaction"),
+    )
+    with op.batch_alter_table("payment", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_payment_status"), ["status"], unique=False)
+        batch_op.create_index(
+            "ix_payment_subscriber_date",
+            ["tenant_id", "subscriber_id", "received_on"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_payment_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_payment_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "recurring_line",
@@ -891,6 +1091,62 @@ def upgrade():
         )
 
     op.create_table(
+        "subscriber_collection",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("autopay", sa.Boolean(), nullable=False),
+        sa.Column("autopay_method_id", sa.Integer(), nullable=True),
+        sa.Column("grace_days", sa.Integer(), nullable=True),
+        sa.Column("grace_amount", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("never_suspend", sa.Boolean(), nullable=False),
+        sa.Column("no_late_fees", sa.Boolean(), nullable=False),
+        sa.Column("archived_on", sa.Date(), nullable=True),
+        sa.Column("suspended_on", sa.Date(), nullable=True),
+        sa.Column("suspended_subscription_ids", sa.JSON(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["autopay_method_id"], ["saved_payment_method.id"], ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "subscriber_id", name="uq_subscriber_collection"),
+    )
+    with op.batch_alter_table("subscriber_collection", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_collection_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_collection_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "autopay_attempt",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("invoice_id", sa.Integer(), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("attempted_on", sa.Date(), nullable=False),
+        sa.Column("payment_id", sa.Integer(), nullable=True),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("decline_code", sa.String(length=60), nullable=True),
+        sa.Column("message", sa.String(length=255), nullable=True),
+        sa.Column("next_attempt_on", sa.Date(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["payment_id"], ["payment.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "invoice_id", "attempt", name="uq_autopay_attempt"),
+    )
+    with op.batch_alter_table("autopay_attempt", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_autopay_attempt_invoice_id"), ["invoice_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_autopay_attempt_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "invoice_line_tax",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("line_id", sa.Integer(), nullable=False),
@@ -933,11 +1189,124 @@ def upgrade():
             batch_op.f("ix_memo_application_tenant_id"), ["tenant_id"], unique=False
         )
 
+    op.create_table(
+        "memo_tax",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("memo_id", sa.Integer(), nullable=False),
+        sa.Column("tax_rate_id", sa.Integer(), nullable=True),
+        sa.Column("jurisdiction", sa.String(length=120), nullable=False),
+        sa.Column("rate", headend.db.ExactDecimal(6), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["memo_id"], ["memo.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tax_rate_id"], ["tax_rate.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("memo_tax", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_memo_tax_memo_id"), ["memo_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_memo_tax_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "notice",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=24), nullable=False),
+        sa.Column("key", sa.String(length=120), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("invoice_id", sa.Integer(), nullable=True),
+        sa.Column("payment_id", sa.Integer(), nullable=True),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("sent_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["payment_id"], ["payment.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "key", name="uq_notice_key"),
+    )
+    with op.batch_alter_table("notice", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_notice_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_notice_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "payment_allocation",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("payment_id", sa.Integer(), nullable=False),
+        sa.Column("invoice_id", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["payment_id"], ["payment.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("payment_id", "invoice_id", name="uq_payment_allocation"),
+    )
+    with op.batch_alter_table("payment_allocation", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_payment_allocation_invoice_id"), ["invoice_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_payment_allocation_payment_id"), ["payment_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_payment_allocation_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "refund",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("payment_id", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("refunded_on", sa.Date(), nullable=False),
+        sa.Column("reason", sa.String(length=255), nullable=True),
+        sa.Column("transaction_id", sa.String(length=64), nullable=False),
+        sa.Column("provider_ref", sa.String(length=120), nullable=True),
+        sa.Column("reversal", sa.String(length=8), nullable=True),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("message", sa.String(length=255), nullable=True),
+        sa.Column("posted_entry_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["payment_id"], ["payment.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["posted_entry_id"], ["journal_entry.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "transaction_id", name="uq_refund_transaction"),
+    )
+    with op.batch_alter_table("refund", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_refund_payment_id"), ["payment_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_refund_tenant_id"), ["tenant_id"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("refund", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refund_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_refund_payment_id"))
+
+    op.drop_table("refund")
+    with op.batch_alter_table("payment_allocation", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_payment_allocation_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_payment_allocation_payment_id"))
+        batch_op.drop_index(batch_op.f("ix_payment_allocation_invoice_id"))
+
+    op.drop_table("payment_allocation")
+    with op.batch_alter_table("notice", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_notice_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_notice_subscriber_id"))
+
+    op.drop_table("notice")
+    with op.batch_alter_table("memo_tax", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_memo_tax_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_memo_tax_memo_id"))
+
+    op.drop_table("memo_tax")
     with op.batch_alter_table("memo_application", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_memo_application_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_memo_application_memo_id"))
@@ -949,6 +1318,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_invoice_line_tax_line_id"))
 
     op.drop_table("invoice_line_tax")
+    with op.batch_alter_table("autopay_attempt", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_autopay_attempt_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_autopay_attempt_invoice_id"))
+
+    op.drop_table("autopay_attempt")
+    with op.batch_alter_table("subscriber_collection", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriber_collection_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_subscriber_collection_subscriber_id"))
+
+    op.drop_table("subscriber_collection")
     with op.batch_alter_table("service_instance", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_service_instance_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_service_instance_subscription_id"))
@@ -960,6 +1339,13 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_recurring_line_subscriber_id"))
 
     op.drop_table("recurring_line")
+    with op.batch_alter_table("payment", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_payment_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_payment_subscriber_id"))
+        batch_op.drop_index("ix_payment_subscriber_date")
+        batch_op.drop_index(batch_op.f("ix_payment_status"))
+
+    op.drop_table("payment")
     with op.batch_alter_table("package_inclusion", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_package_inclusion_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_package_inclusion_package_id"))
@@ -987,6 +1373,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_billed_period_invoice_id"))
 
     op.drop_table("billed_period")
+    with op.batch_alter_table("applied_fee", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_applied_fee_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_applied_fee_invoice_id"))
+
+    op.drop_table("applied_fee")
+    with op.batch_alter_table("write_off", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_write_off_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_write_off_subscriber_id"))
+
+    op.drop_table("write_off")
     with op.batch_alter_table("subscription", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subscription_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_subscription_subscriber_id"))
@@ -1003,6 +1399,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_subscriber_note_subscriber_id"))
 
     op.drop_table("subscriber_note")
+    with op.batch_alter_table("scheduled_action", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_scheduled_action_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_scheduled_action_subscriber_id"))
+
+    op.drop_table("scheduled_action")
+    with op.batch_alter_table("saved_payment_method", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_saved_payment_method_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_saved_payment_method_subscriber_id"))
+
+    op.drop_table("saved_payment_method")
     with op.batch_alter_table("package_service_line", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_package_service_line_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_package_service_line_service_id"))
@@ -1104,6 +1510,18 @@ def downgrade():
         batch_op.drop_index("ix_journal_entry_date")
 
     op.drop_table("journal_entry")
+    with op.batch_alter_table("gateway_route", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_gateway_route_tenant_id"))
+
+    op.drop_table("gateway_route")
+    with op.batch_alter_table("gateway_event", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_gateway_event_tenant_id"))
+
+    op.drop_table("gateway_event")
+    with op.batch_alter_table("collection_settings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_collection_settings_tenant_id"))
+
+    op.drop_table("collection_settings")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_tenant_id"))
         batch_op.drop_index("ix_audit_log_entity")

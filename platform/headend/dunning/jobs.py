@@ -1,0 +1,68 @@
+"""Collections jobs: the daily collections run on the `billing` queue (after the billing run,
+so today's invoices are there) and autopay on the `payments` queue; one job per tenant and
+day, job ids `collections:{tenant}:{date}` and `autopay:{tenant}:{date}`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Callable
+
+from flask import Flask
+
+from headend.jobs import Enqueued, app_context, enqueue
+
+# Collections effects per commit: each is claimed by a unique key, so a crash loses at most
+# one batch, which the rerun redoes; committing each alone costs a fifth of the run.
+COMMIT_EVERY = 100
+
+
+def every(n: int, action: Callable[[], None]) -> Callable[[], None]:
+    """A callable that runs `action` on every n-th call."""
+    calls = itertools.count(1)
+    return lambda: action() if next(calls) % n == 0 else None
+
+
+def run_collections_job(tenant_id: int, date_iso: str) -> dict:
+    """The RQ job: one tenant's collections for the date, committed in batches."""
+    from headend.db import db
+    from headend.dunning.collect import run_collections
+    from headend.tenancy.context import acting_as
+
+    with app_context(), acting_as(tenant_id, actor_name="collections"):
+        session = db.session
+        result = run_collections(session, dt.date.fromisoformat(date_iso),
+                                 after_step=every(COMMIT_EVERY, session.commit))
+        session.commit()
+        return {"write_offs": result.write_offs, "late_fees": result.late_fees,
+                "rebill_fees": result.rebill_fees, "notices": result.notices,
+                "suspended": result.suspended}
+
+
+def run_autopay_job(tenant_id: int, date_iso: str) -> dict:
+    """The RQ job: charge one tenant's due autopay invoices, committing after each attempt."""
+    from headend.db import db
+    from headend.dunning.autopay import run_autopay
+    from headend.tenancy.context import acting_as
+
+    with app_context(), acting_as(tenant_id, actor_name="autopay"):
+        session = db.session
+        result = run_autopay(session, dt.date.fromisoformat(date_iso),
+                             after_each=session.commit)
+        session.commit()
+        return {"attempts": result.attempts, "processed": result.processed,
+                "failed": result.failed, "charged": result.charged}
+
+
+def enqueue_daily(day: dt.date, app: Flask | None = None) -> list[Enqueued]:
+    """Per active tenant: autopay (payments queue), then collections (billing queue, behind
+    the billing run), so a charge that succeeds today spares the fee and the suspension."""
+    from headend.billing.jobs import _active_tenants
+
+    done = []
+    for tenant_id in _active_tenants(app):
+        done.append(enqueue("payments", run_autopay_job, tenant_id, day.isoformat(),
+                            job_id=f"autopay:{tenant_id}:{day.isoformat()}", app=app))
+        done.append(enqueue("billing", run_collections_job, tenant_id, day.isoformat(),
+                            job_id=f"collections:{tenant_id}:{day.isoformat()}", app=app))
+    return done
