@@ -20,52 +20,22 @@ import datetime as dt
 import random
 import time
 
-import click
 import sqlalchemy as sa
 from headend.app import create_app
 from headend.billing.models import Invoice, InvoiceLine, InvoiceLineTax
 from headend.billing.run import bill_run
-from headend.catalog.models import Account, Package, TaxRate
+from headend.catalog.models import Account, Package
 from headend.db import db
-from headend.demo import _catalog
 from headend.ledger.models import Leg
 from headend.migrate import upgrade
-from headend.sequences import TenantSequence
-from headend.subscribers.models import (
-    ServiceInstance,
-    Subscriber,
-    Subscription,
-    subscriber_tax_rate,
-)
 from headend.tenancy.context import acting_as
 from headend.tenancy.models import Tenant
 from headend.tenancy.services import create_tenant
 from headend.testing import app_settings
+from seeding import SERVER, admin, seed_subscriptions
 
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 NAME = "headend_bench_billing"
 RUN = dt.date(2026, 3, 1)
-BATCH = 5000
-
-
-def _admin(statement: str) -> None:
-    admin = sa.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(statement))
-    admin.dispose()
-
-
-def _insert_batches(session, model, rows, bar) -> None:
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == BATCH:
-            session.execute(sa.insert(model), batch)
-            bar.update(len(batch))
-            batch = []
-    if batch:
-        session.execute(sa.insert(model), batch)
-        bar.update(len(batch))
 
 
 def seed(app, count: int) -> None:
@@ -75,39 +45,7 @@ def seed(app, count: int) -> None:
         db.session.commit()
     with app.app_context(), acting_as(tenant_id):
         session = db.session
-        packages = list(_catalog(session).values())
-        rates = session.scalars(sa.select(TaxRate.id)).all()
-        session.commit()
-        lines = {p.id: [(line.id, line.label) for line in p.service_lines] for p in packages}
-        with click.progressbar(length=count, label="subscribers") as bar:
-            _insert_batches(session, Subscriber, ({
-                "account_number": f"{n:08d}", "first_name": "Bench", "last_name": f"Sub{n}",
-                "email": f"sub{n}@example.net", "status": "active",
-                "customer_type": "residential", "billing_cycle": "monthly", "bill_day": 1,
-                "service_country": "US", "search_text": f"{n:08d} bench sub{n}",
-                "billing_same_as_service": True, "tax_exempt": False, "paper_invoice": False,
-                "bill_all_to_parent": False} for n in range(1, count + 1)), bar)
-        session.add(TenantSequence(name="subscriber_account", last_value=count))
-        session.commit()
-        subscriber_ids = session.scalars(sa.select(Subscriber.id).order_by(Subscriber.id)).all()
-        session.execute(subscriber_tax_rate.insert(), [
-            {"subscriber_id": s, "tax_rate_id": r} for s in subscriber_ids for r in rates])
-        chosen = [rnd.choice(packages) for _ in subscriber_ids]
-        with click.progressbar(length=count, label="subscriptions") as bar:
-            _insert_batches(session, Subscription, ({
-                "subscriber_id": s, "package_id": p.id, "quantity": 1, "status": "active",
-                "billing_cycle": "monthly", "bill_start_date": RUN}
-                for s, p in zip(subscriber_ids, chosen, strict=True)), bar)
-        session.commit()
-        subs = session.execute(sa.select(Subscription.id, Subscription.package_id)).all()
-        with click.progressbar(length=len(subs), label="service instances") as bar:
-            _insert_batches(session, ServiceInstance, ({
-                "subscription_id": sub_id, "package_service_line_id": line_id,
-                "label": label, "status": "active"}
-                for sub_id, package_id in subs for line_id, label in lines[package_id]), bar)
-        session.commit()
-        session.execute(sa.text("ANALYZE"))
-        session.commit()
+        seed_subscriptions(session, count, RUN, rnd)
 
 
 FLOOR = """
@@ -196,8 +134,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
 
-    _admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
-    _admin(f'CREATE DATABASE "{NAME}"')
+    admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{NAME}"')
     app = create_app(overrides=app_settings(f"{SERVER}/{NAME}") | {"TESTING": False})
     upgrade(app)
     t0 = time.perf_counter()
@@ -227,7 +165,7 @@ def main() -> None:
         db.session.remove()
         db.engine.dispose()
     if not args.keep:
-        _admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
+        admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ payments tests."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import json
+import time
 
 import stripe
 from headend.ledger.models import Leg
@@ -53,3 +57,16 @@ def legs(session, entry_id) -> list[tuple]:
 
 def count(session, model) -> int:
     return session.scalar(select(func.count()).select_from(model))
+
+
+def sign(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) -> dict:
+    """The Stripe-Signature header of a webhook body, signed now (or at `at`)."""
+    at = int(time.time()) if at is None else at
+    mac = hmac.new(secret.encode(), b"%d." % at + payload, hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={at},v1={mac}", "Content-Type": "application/json"}
+
+
+def event(kind: str, obj: dict, event_id: str) -> bytes:
+    """A Stripe event's body."""
+    return json.dumps({"id": event_id, "object": "event", "type": kind,
+                       "data": {"object": obj}}).encode()

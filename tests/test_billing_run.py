@@ -281,7 +281,7 @@ def test_account_credit_settles_the_runs_invoice(isp):
 
 
 def _bulk_entry(session, subscriber, entry_id, debit, credit):
-    from headend.billing.run import BulkEntry
+    from headend.billing.bulk import BulkEntry
     from headend.catalog.models import Account
     from headend.ledger.services import LegSpec
 
@@ -292,12 +292,12 @@ def _bulk_entry(session, subscriber, entry_id, debit, credit):
 
 
 def test_bulk_posting_refuses_an_unbalanced_entry_naming_it(isp):
-    from headend.billing.run import _allocate_ids, post_entries_bulk
+    from headend.billing.bulk import allocate_ids, post_entries_bulk
     from headend.errors import ValidationFailed
 
     subscriber, _ = subscription(isp, isp.info["ids"])
     isp.commit()
-    (entry_id,) = _allocate_ids(isp, JournalEntry, 1)
+    (entry_id,) = allocate_ids(isp, JournalEntry, 1)
     with pytest.raises(ValidationFailed) as err:
         post_entries_bulk(isp, [_bulk_entry(isp, subscriber, entry_id, 100, 99)])
     assert "unbalanced" in str(err.value.errors["legs"])
@@ -308,23 +308,23 @@ def test_bulk_posting_refuses_an_unbalanced_entry_naming_it(isp):
 @pytest.mark.postgresql_only
 def test_the_database_refuses_an_unbalanced_entry_written_by_copy(isp):
     """The set-based balance check at commit sees what a COPY wrote, not only ORM rows."""
-    from headend.billing.run import _allocate_ids, _insert
+    from headend.billing.bulk import allocate_ids, insert_rows
     from headend.ledger.models import JournalEntry as Entry
 
     subscriber, _ = subscription(isp, isp.info["ids"])
     isp.commit()
-    good, bad = _allocate_ids(isp, Entry, 2)
+    good, bad = allocate_ids(isp, Entry, 2)
     entries = [_bulk_entry(isp, subscriber, good, 100, 100),
                _bulk_entry(isp, subscriber, bad, 100, 90)]
     now = dt.datetime(2026, 3, 1)
-    _insert(isp, Entry, [dict(id=e.id, entry_date=e.entry_date, posted_at=now,
-                              source_type="test", source_id=e.id, description="Bulk",
-                              key=e.key, reverses_id=None, closed_books_override=False)
-                         for e in entries])
-    _insert(isp, Leg, [dict(entry_id=e.id, account_id=leg.account_id,
-                            subscriber_id=leg.subscriber_id, debit=leg.debit,
-                            credit=leg.credit, tax_rate_id=None, jurisdiction=None, memo=None)
-                       for e in entries for leg in e.legs])
+    insert_rows(isp, Entry, [dict(id=e.id, entry_date=e.entry_date, posted_at=now,
+                                   source_type="test", source_id=e.id, description="Bulk",
+                                   key=e.key, reverses_id=None, closed_books_override=False)
+                              for e in entries])
+    insert_rows(isp, Leg, [dict(entry_id=e.id, account_id=leg.account_id,
+                                 subscriber_id=leg.subscriber_id, debit=leg.debit,
+                                 credit=leg.credit, tax_rate_id=None, jurisdiction=None, memo=None)
+                            for e in entries for leg in e.legs])
     with pytest.raises(sa.exc.IntegrityError, match=f"journal entry {bad} is unbalanced"):
         isp.commit()
     isp.rollback()

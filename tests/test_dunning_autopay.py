@@ -4,7 +4,9 @@ its decline code and a failed-payment notice; and a payment restoring a suspende
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -15,12 +17,17 @@ from headend.dunning.collect import run_collections
 from headend.dunning.models import AutopayAttempt, Notice
 from headend.dunning.services import update_subscriber_collection
 from headend.payments.models import Payment
-from headend.payments.services import receive_payment, save_card
+from headend.payments.services import (
+    handle_webhook,
+    receive_payment,
+    reconcile_undefined,
+    save_card,
+)
 from headend.tenancy.context import acting_as
 from sqlalchemy import func, select
 
 from tests.dunning_helpers import ServiceListener, active_subscriber, day, owe, rules
-from tests.payments_helpers import card_token, enable_manual, enable_stripe
+from tests.payments_helpers import card_token, enable_manual, enable_stripe, event, sdk, sign
 from tests.peers import stripe as peer
 
 localstripe_session, stripe_server = peer.localstripe_session, peer.stripe_server  # fixtures
@@ -166,3 +173,88 @@ def test_a_real_payment_restores_a_suspended_subscriber_at_once(app, books):
                                    ("restored", subscription.id)]
     finally:
         pm.unregister(listener)
+
+
+# --- an attempt whose outcome comes later ----------------------------------------------------
+
+def _lost_charge(s, server, sub_saved, amount="40.00"):
+    """An autopay attempt whose charge never got an answer: "undefined"."""
+    sub, _ = sub_saved
+    invoice = owe(s, sub, amount)
+    server.fail_with = 503
+    assert run_autopay(s, day(0)).attempts == 1
+    server.fail_with = None
+    (attempt,) = s.scalars(select(AutopayAttempt)).all()
+    assert (attempt.status, attempt.next_attempt_on) == ("undefined", None)
+    assert run_autopay(s, day(5)).attempts == 0  # never retried blind
+    return invoice, attempt
+
+
+def test_a_reconciled_decline_fails_the_attempt_and_schedules_the_retry(books, stripe_server):
+    s = books
+    enable_stripe(s, stripe_server.url)
+    rules(s, retry_count=2, retry_interval_days=3)
+    invoice, attempt = _lost_charge(s, stripe_server, _autopay(s, stripe_server.url))
+    # The charge never reached Stripe: reconciliation settles it as failed.
+    assert reconcile_undefined(s, settle_after=dt.timedelta(0))["payments"] == 1
+    s.commit()
+    assert (attempt.status, attempt.next_attempt_on) == ("failed", day(3))
+    assert attempt.message == attempt.payment.message and attempt.message
+    (notice,) = s.scalars(select(Notice).where(Notice.kind == "failed_payment")).all()
+    assert notice.key == f"failed_payment:{invoice.id}:1" and "try again on" in notice.message
+    assert run_autopay(s, day(2)).attempts == 0
+    retry = run_autopay(s, day(3))
+    assert (retry.attempts, retry.processed) == (1, 1)
+    assert s.get(Invoice, invoice.id).status == "paid"
+    assert reconcile_undefined(s, settle_after=dt.timedelta(0))["payments"] == 0
+
+
+def test_a_decline_told_by_the_webhook_carries_its_code(books, stripe_server):
+    s = books
+    enable_stripe(s, stripe_server.url)
+    rules(s, retry_count=1, retry_interval_days=2)
+    invoice, attempt = _lost_charge(s, stripe_server, _autopay(s, stripe_server.url))
+    txn = f"autopay-{invoice.id}-1"
+    intent = {"id": "pi_ap", "object": "payment_intent", "amount": 4000, "currency": "usd",
+              "status": "requires_payment_method",
+              "last_payment_error": {"code": "card_declined",
+                                     "decline_code": "insufficient_funds",
+                                     "message": "Your card has insufficient funds."},
+              "metadata": {"transaction_id": txn}}
+    body = event("payment_intent.payment_failed", intent, "evt_autopay_declined")
+    assert handle_webhook(s, "stripe", sign(body), body) == "applied"
+    s.commit()
+    assert (attempt.status, attempt.decline_code, attempt.next_attempt_on) == (
+        "failed", "insufficient_funds", day(2))
+    assert s.scalar(select(func.count(Notice.id))) == 1
+    # attempt 2 is the last one (retry_count 1): declined at once, no further retry
+    update_subscriber_collection(s, attempt.invoice.subscriber_id,
+                                 autopay_method_id=save_card(
+                                     s, attempt.invoice.subscriber_id,
+                                     card_token(stripe_server.url, DECLINES_ON_CHARGE)).id)
+    assert run_autopay(s, day(2)).failed == 1
+    assert run_autopay(s, day(9)).attempts == 0
+
+
+def test_a_lost_answer_reconciled_as_processed_pays_the_attempt(books, stripe_server):
+    s = books
+    enable_stripe(s, stripe_server.url, timeout=1)
+    rules(s)
+    sub_saved = _autopay(s, stripe_server.url)
+    invoice = owe(s, sub_saved[0], "25.00")
+    stripe_server.delay = 1.5  # longer than the timeout: Stripe charges, the answer is lost
+    assert run_autopay(s, day(0)).attempts == 1
+    stripe_server.delay = 0
+    (attempt,) = s.scalars(select(AutopayAttempt)).all()
+    assert attempt.status == "undefined"
+    deadline = time.monotonic() + 5  # until Stripe has made the charge whose answer was lost
+    while not sdk(stripe_server.url).v1.charges.list().data and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert reconcile_undefined(s, settle_after=dt.timedelta(0))["payments"] == 1
+    s.commit()
+    assert (attempt.status, attempt.next_attempt_on, attempt.decline_code) == (
+        "processed", None, None)
+    assert s.get(Invoice, invoice.id).status == "paid"
+    assert s.scalar(select(func.count(Notice.id))) == 0
+    assert run_autopay(s, day(3)).attempts == 0
+    assert _intents(stripe_server) == 1

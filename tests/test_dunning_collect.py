@@ -341,3 +341,79 @@ def test_a_dry_run_counts_and_writes_nothing(books):
     assert (result.late_fees, result.fees_total, result.suspended) == (1, 1000, [sub.id])
     assert _fees(s) == [] and _status(s, sub)[0] == "active"
     assert s.scalar(select(func.count(Notice.id))) == 0
+
+
+# --- set-based writing ------------------------------------------------------------------------
+
+def test_effects_are_written_in_chunks_each_followed_by_its_step_then_its_events(
+        app, books, monkeypatch):
+    """Chunks of CHUNK effects: `after_step` (the job's commit) runs after each chunk is
+    written, and the chunk's service_suspended events fire after it."""
+    import headend.dunning.collect as collect
+
+    monkeypatch.setattr(collect, "CHUNK", 2)
+    s = books
+    pm = app.extensions["headend_plugins"]
+    listener = ServiceListener()
+    pm.register(listener, name="service-listener")
+    try:
+        rules(s, late_fee_days=5, late_fee_amount=D("10"), grace_days=10)
+        subs = [active_subscriber(s) for _ in range(5)]
+        invoices = [owe(s, sub, "100.00") for sub in subs]
+        heard_at_step = []
+        result = run_collections(s, day(11),
+                                 after_step=lambda: heard_at_step.append(len(listener.events)))
+        # 3 chunks of late fees, 3 of suspensions, then the run's summary audit row
+        assert heard_at_step == [0, 0, 0, 0, 2, 4, 5]
+        assert (result.late_fees, result.fees_total) == (5, 5000)
+        assert sorted(result.suspended) == sorted(sub.id for sub in subs)
+        assert sorted(sid for _, sid in listener.events) == sorted(
+            x.subscriptions[0].id for x in subs)
+        fees = _fees(s)
+        assert [f.invoice_id for f in fees] == [i.id for i in invoices]
+        numbers = [f.fee_invoice.number for f in fees]
+        assert len(set(numbers)) == 5 and all(numbers)
+        for sub, fee in zip(subs, fees, strict=True):
+            assert legs_of(s, "invoice", fee.fee_invoice_id) == [("1200", 1000, 0, sub.id),
+                                                                 ("4500", 0, 1000, None)]
+            assert subscriber_balance(s, sub.id) == 11000
+            assert _status(s, sub) == ("suspended", ["suspended"])
+        assert run_collections(s, day(11)).late_fees == 0
+        assert len(_fees(s)) == 5
+    finally:
+        pm.unregister(listener)
+
+
+def test_bulk_writes_are_audited_once_per_run_and_per_suspension(books):
+    from headend.audit.models import AuditLog
+
+    s = books
+    rules(s, late_fee_days=5, late_fee_amount=D("10"), grace_days=10)
+    sub = active_subscriber(s)
+    (subscription,) = sub.subscriptions
+    owe(s, sub, "100.00")
+    run_collections(s, day(11))
+    changes = s.execute(select(AuditLog.entity, AuditLog.entity_id, AuditLog.before,
+                               AuditLog.after).where(
+        AuditLog.action == "update", AuditLog.entity.in_(("subscriber", "subscription")))
+        .order_by(AuditLog.id)).all()
+    assert [tuple(c) for c in changes if c.after == {"status": "suspended"}] == [
+        ("subscriber", str(sub.id), {"status": "active"}, {"status": "suspended"}),
+        ("subscription", str(subscription.id), {"status": "active"}, {"status": "suspended"})]
+    run_collections(s, day(11))  # a rerun does nothing, and says nothing
+    (summary,) = s.scalars(select(AuditLog).where(AuditLog.entity == "collections_run"))
+    assert (summary.entity_id, summary.after) == (day(11).isoformat(), {
+        "write_offs": 0, "written_off": 0, "late_fees": 1, "rebill_fees": 0,
+        "fees_total": 1000, "notices": 0, "suspended": 1})
+
+
+def test_account_credit_settles_a_new_fee_invoice(books):
+    s = books
+    rules(s, late_fee_days=5, late_fee_amount=D("10"))
+    sub = active_subscriber(s)
+    owe(s, sub, "100.00")
+    credit_memo(s, sub.id, 400, "Goodwill", MAR16)  # on account: no invoice chosen
+    run_collections(s, day(5))
+    charged = _fees(s)[0].fee_invoice
+    assert (charged.amount_paid, charged.status) == (400, "partially_paid")
+    assert subscriber_balance(s, sub.id) == 10000 + 1000 - 400

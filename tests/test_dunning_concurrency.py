@@ -9,8 +9,7 @@ from decimal import Decimal as D
 import pytest
 from headend.billing.models import Invoice
 from headend.db import db
-from headend.dunning.collect import run_collections
-from headend.dunning.jobs import COMMIT_EVERY, every
+from headend.dunning.collect import CHUNK, run_collections
 from headend.dunning.models import AppliedFee, Notice, SubscriberCollection, WriteOff
 from headend.ledger.models import JournalEntry
 from headend.subscribers.models import Subscriber
@@ -43,8 +42,13 @@ def _race(app, tenant, work, n=2):
 
 
 @pytest.mark.postgresql_only  # SQLite refuses a second writer ("database is locked")
-@pytest.mark.parametrize("batch", [1, 2, COMMIT_EVERY])
-def test_two_collections_runs_at_once_do_everything_once(app, make_tenant, batch):
+@pytest.mark.parametrize("chunk, commit", [(1, True), (2, True), (2, False), (CHUNK, True)])
+def test_two_collections_runs_at_once_do_everything_once(app, make_tenant, monkeypatch, chunk,
+                                                         commit):
+    """Chunks committed one by one (as the job does) or only at the end of the run."""
+    import headend.dunning.collect as collect
+
+    monkeypatch.setattr(collect, "CHUNK", chunk)
     t = make_tenant("Race Fiber", "race-fiber")
     with app.app_context(), acting_as(t):
         s = db.session
@@ -62,8 +66,8 @@ def test_two_collections_runs_at_once_do_everything_once(app, make_tenant, batch
         s.commit()
         late_ids = sorted(sub.id for sub in late)
 
-    results = _race(app, t, lambda s: run_collections(s, day(11),
-                                                      after_step=every(batch, s.commit)))
+    results = _race(app, t, lambda s: run_collections(
+        s, day(11), after_step=s.commit if commit else None))
     assert sum(r.late_fees for r in results) == 3
     assert sorted(sum((r.suspended for r in results), [])) == late_ids
     assert sum(r.write_offs for r in results) == 1

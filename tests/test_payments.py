@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import sqlalchemy as sa
 from headend import hookimpl
 from headend.billing import invoicing, memos
 from headend.billing.models import Invoice
@@ -224,6 +225,52 @@ def test_methods_go_to_the_manual_gateway_only_when_it_is_on(books):
         == "manual"
     payments.set_route(books, "cash", None)
     assert count(books, GatewayRoute) == 0
+
+
+def test_a_session_sees_its_own_gateway_changes_at_once(cashbox):
+    """The tenant's gateway set-up is read once per session, and read again after the session
+    changes a plugin configuration or rolls back."""
+    from headend.plugins.services import configure_plugin
+
+    sub = subscriber(cashbox)
+    assert payments.receive_payment(cashbox, sub, 100, "cash", JAN).status == "processed"
+    cashbox.commit()
+    configure_plugin(cashbox, "manual", False, {})
+    cashbox.flush()
+    assert _refused(cashbox, "method", sub, 100, "cash", JAN) == [
+        "no payment gateway takes cash payments: choose one on the Payment gateways page"]
+    # _refused rolled the session back: the manual gateway is on again
+    assert payments.receive_payment(cashbox, sub, 100, "cash", JAN).status == "processed"
+
+
+def test_a_payment_runs_a_fixed_number_of_selects(cashbox):
+    """No query per invoice, no set-up lookups per payment: the next payment of a session
+    runs the same few SELECTs whatever the number of open invoices."""
+    from headend.db import db
+
+    sub = subscriber(cashbox)
+    for day in (JAN, FEB, MAR):
+        posted_invoice(cashbox, sub, 1000, day=day)
+    payments.receive_payment(cashbox, sub, 100, "cash", JAN)
+    cashbox.commit()
+    statements = []
+
+    def counted(conn, cursor, statement, *rest):
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", counted)
+    try:
+        pay = payments.receive_payment(cashbox, sub, 2500, "check", MAR, reference="7")
+        cashbox.commit()
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", counted)
+    assert pay.status == "processed" and len(_allocations(cashbox, pay)) == 3
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    # subscriber, closed books, the open invoices (locked), then the ledger's own checks
+    # (entry key, accounts, subscriber, closed books) and the restore check
+    assert len(selects) == 8, "\n".join(selects)
+    assert not [s for s in selects if "plugin_configuration" in s or "gateway_route" in s
+                or "payment_allocation" in s or "FROM tenant" in s]
 
 
 # --- refunds and voids -----------------------------------------------------------------------

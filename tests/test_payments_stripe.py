@@ -5,9 +5,6 @@ transaction id (also from two threads at once), refunds, and webhooks deduplicat
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import json
 import threading
 import time
 
@@ -35,8 +32,10 @@ from tests.payments_helpers import (
     count,
     enable_manual,
     enable_stripe,
+    event,
     legs,
     sdk,
+    sign,
 )
 from tests.peers import stripe as peer
 from tests.peers.stripe import WEBHOOK_SECRET
@@ -64,17 +63,6 @@ def _card(session, url, sub, number="4242424242424242") -> SavedPaymentMethod:
 
 def _charges(url) -> list:
     return sdk(url).v1.charges.list({"limit": 100}).data
-
-
-def sign(payload: bytes, secret: str = WEBHOOK_SECRET) -> dict:
-    at = int(time.time())
-    mac = hmac.new(secret.encode(), b"%d." % at + payload, hashlib.sha256).hexdigest()
-    return {"Stripe-Signature": f"t={at},v1={mac}"}
-
-
-def event(kind: str, obj: dict, event_id: str) -> bytes:
-    return json.dumps({"id": event_id, "object": "event", "type": kind,
-                       "data": {"object": obj}}).encode()
 
 
 # --- saved cards -----------------------------------------------------------------------------

@@ -6,15 +6,15 @@ its permissions, and the daily reconciliation job."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 import re
+import threading
 import time
 
 import pytest
 from headend.app import create_app
 from headend.db import db
+from headend.ledger.models import JournalEntry
 from headend.ledger.services import set_closing_date, subscriber_balance
 from headend.payments import jobs
 from headend.payments import services as payments
@@ -27,9 +27,17 @@ from sqlalchemy import func, select
 
 from tests.ledger_helpers import subscriber
 from tests.memo_helpers import posted_invoice
-from tests.payments_helpers import FEB, JAN, card_token, enable_manual, enable_stripe
+from tests.payments_helpers import (
+    FEB,
+    JAN,
+    card_token,
+    enable_manual,
+    enable_stripe,
+    event,
+    sdk,
+    sign,
+)
 from tests.peers import stripe as peer
-from tests.peers.stripe import WEBHOOK_SECRET
 
 localstripe_session, stripe_server = peer.localstripe_session, peer.stripe_server  # fixtures
 
@@ -196,6 +204,8 @@ def test_payments_list_filters_by_method_and_status(app, isp, login_as):
 def test_gateway_routes_page(app, isp, login_as, stripe_server):
     tenant, _, _ = isp
     c = login_as(tenant, "Admin")
+    plugins = c.get("/plugins/").get_data(as_text=True)
+    assert 'id="gateway-routes-link"' in plugins and 'href="/payments/gateways/"' in plugins
     page = c.get("/payments/gateways/").get_data(as_text=True)
     assert 'id="route-card"' in page and "Manual payments" in page
     refused = c.post("/payments/gateways/", data={"card": "stripe"}).get_data(as_text=True)
@@ -241,12 +251,6 @@ def test_add_make_default_and_remove_cards_on_the_profile(app, isp, login_as, st
 
 # --- the webhook endpoint --------------------------------------------------------------------
 
-def _signed(payload: bytes, secret: str = WEBHOOK_SECRET) -> dict:
-    at = int(time.time())
-    mac = hmac.new(secret.encode(), b"%d." % at + payload, hashlib.sha256).hexdigest()
-    return {"Stripe-Signature": f"t={at},v1={mac}", "Content-Type": "application/json"}
-
-
 def test_webhook_endpoint(app, isp, stripe_server, database_url):
     tenant, sub, _ = isp
     _in(app, tenant, lambda s: enable_stripe(s, stripe_server.url))
@@ -265,19 +269,109 @@ def test_webhook_endpoint(app, isp, stripe_server, database_url):
     client = create_app(overrides={**app_settings(database_url),
                                    "WTF_CSRF_ENABLED": True}).test_client()
     url = "/payments/webhook/payments-isp/stripe"
-    bad = client.post(url, data=body, headers=_signed(body, "whsec_wrong"))
+    bad = client.post(url, data=body, headers=sign(body, "whsec_wrong"))
     assert bad.status_code == 400
     assert _count(app, tenant, GatewayEvent) == 0
-    assert client.post(url, data=body, headers=_signed(body)).get_json() == {
+    assert client.post(url, data=body, headers=sign(body)).get_json() == {
         "outcome": "applied"}
-    assert client.post(url, data=body, headers=_signed(body)).get_json() == {
+    assert client.post(url, data=body, headers=sign(body)).get_json() == {
         "outcome": "duplicate"}
     assert _in(app, tenant, lambda s: s.scalar(select(Payment.status))) == "processed"
     assert _count(app, tenant, GatewayEvent) == 1
     assert client.post("/payments/webhook/nobody/stripe", data=body,
-                       headers=_signed(body)).status_code == 404
+                       headers=sign(body)).status_code == 404
     _in(app, tenant, lambda s: set_enabled(s, "stripe", False))
-    assert client.post(url, data=body, headers=_signed(body)).status_code == 404
+    assert client.post(url, data=body, headers=sign(body)).status_code == 404
+
+
+def _undefined_card_payment(app, tenant, sub, server, transaction_id, amount=3000) -> bytes:
+    """A card payment whose answer was lost, and the signed-off event that settles it."""
+    _in(app, tenant, lambda s: enable_stripe(s, server.url))
+    card = _in(app, tenant, lambda s: payments.save_card(s, sub, card_token(server.url)).id)
+    server.fail_with = 503
+    _in(app, tenant, lambda s: payments.receive_payment(
+        s, sub, amount, "card", JAN, saved_method_id=card, transaction_id=transaction_id))
+    server.fail_with = None
+    return event("payment_intent.succeeded", {
+        "id": f"pi_{transaction_id}", "object": "payment_intent", "amount": amount,
+        "currency": "usd", "status": "succeeded",
+        "metadata": {"transaction_id": transaction_id}}, f"evt_{transaction_id}")
+
+
+def _payment_entries(app, tenant) -> int:
+    return _in(app, tenant, lambda s: s.scalar(select(func.count()).select_from(
+        JournalEntry).where(JournalEntry.source_type == "payment")))
+
+
+def test_webhook_old_timestamp_or_bad_signature_is_400_and_writes_nothing(
+        app, isp, stripe_server):
+    tenant, sub, _ = isp
+    body = _undefined_card_payment(app, tenant, sub, stripe_server, "pay-old")
+    client = app.test_client()
+    url = "/payments/webhook/payments-isp/stripe"
+    an_hour_ago = int(time.time()) - 3600  # Stripe's tolerance is minutes
+    for headers in (sign(body, at=an_hour_ago), sign(body, "whsec_wrong"),
+                    {"Stripe-Signature": "t=1,v1=garbage"}, {}):
+        resp = client.post(url, data=body, headers=headers)
+        assert resp.status_code == 400, (headers, resp.get_json())
+        assert "signature" in resp.get_json()["message"]
+    assert _count(app, tenant, GatewayEvent) == 0 and _payment_entries(app, tenant) == 0
+    assert _in(app, tenant, lambda s: s.scalar(select(Payment.status))) == "undefined"
+    # the same event, signed now: processed
+    assert client.post(url, data=body, headers=sign(body)).get_json() == {"outcome": "applied"}
+    assert _payment_entries(app, tenant) == 1
+
+
+def test_webhook_redelivered_after_a_failed_processing_is_processed(
+        app, isp, stripe_server):
+    tenant, sub, _ = isp
+    _undefined_card_payment(app, tenant, sub, stripe_server, "pay-first")  # a saved card
+    processed = _in(app, tenant, lambda s: payments.receive_payment(
+        s, sub, 2000, "card", JAN, saved_method_id=s.scalar(select(SavedPaymentMethod.id)))
+        .provider_ref)
+    made = sdk(stripe_server.url).v1.refunds.create({"payment_intent": processed,
+                                                     "amount": 500})
+    body = event("charge.refunded", {
+        "id": made.charge, "object": "charge", "amount": 2000, "amount_refunded": 500,
+        "currency": "usd", "payment_intent": processed, "metadata": {},
+        "refunds": {"data": [made.to_dict()]}}, "evt_refund_redelivered")
+    client = app.test_client()
+    url = "/payments/webhook/payments-isp/stripe"
+    stripe_server.fail_with = 503  # the plugin must ask Stripe whose charge it is: it cannot
+    assert client.post(url, data=body, headers=sign(body)).status_code == 503
+    stripe_server.fail_with = None
+    assert (_count(app, tenant, GatewayEvent), _count(app, tenant, Refund)) == (0, 0)
+    assert client.post(url, data=body, headers=sign(body)).get_json() == {"outcome": "applied"}
+    assert client.post(url, data=body, headers=sign(body)).get_json() == {
+        "outcome": "duplicate"}
+    assert (_count(app, tenant, GatewayEvent), _count(app, tenant, Refund)) == (1, 1)
+
+
+@pytest.mark.postgresql_only  # row locks; SQLite refuses a second writer
+def test_webhook_delivered_concurrently_posts_one_payment_once(app, isp, stripe_server):
+    tenant, sub, _ = isp
+    body = _undefined_card_payment(app, tenant, sub, stripe_server, "pay-burst")
+    url = "/payments/webhook/payments-isp/stripe"
+    barrier, answers, errors = threading.Barrier(4), [], []
+
+    def deliver():
+        try:
+            client = app.test_client()
+            barrier.wait()
+            resp = client.post(url, data=body, headers=sign(body))
+            answers.append((resp.status_code, resp.get_json()["outcome"]))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert sorted(answers) == [(200, "applied")] + [(200, "duplicate")] * 3
+    assert _in(app, tenant, lambda s: s.scalars(select(Payment.status)).all()) == ["processed"]
+    assert _count(app, tenant, GatewayEvent) == 1 and _payment_entries(app, tenant) == 1
 
 
 # --- the REST API ----------------------------------------------------------------------------

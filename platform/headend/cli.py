@@ -164,7 +164,6 @@ def collections(ctx, run_date, tenant_slug, dry_run):
 
     from headend.db import db
     from headend.dunning.collect import count_candidates, run_collections, tenants
-    from headend.dunning.jobs import COMMIT_EVERY, every
     from headend.errors import ValidationFailed
     from headend.tenancy.context import acting_as
 
@@ -183,8 +182,7 @@ def collections(ctx, run_date, tenant_slug, dry_run):
                         session = db.session
                         results.append(run_collections(
                             session, day, dry_run=dry_run, progress=bar.update,
-                            after_step=None if dry_run else every(COMMIT_EVERY,
-                                                                  session.commit)))
+                            after_step=None if dry_run else session.commit))
                         if dry_run:
                             session.rollback()
                         else:

@@ -30,6 +30,7 @@ from headend.tenancy.services import create_tenant
 PASSWORD = "headend-demo"
 TENANTS = (("Valley Fiber", "valley"), ("Summit Wireless", "summit"))
 SUBSCRIBERS_PER_TENANT = 200
+MONTHS_OF_HISTORY = 3  # billed, mostly paid, before this month
 
 SERVICES = (
     ("Internet", "internet"), ("TV", "tv"), ("VoIP", "voip"), ("Email", "email"),
@@ -127,7 +128,7 @@ def _subscribers(session: Session, packages: dict[str, Package], rnd: random.Ran
             service_city=rnd.choice(("Springfield", "Riverton", "Lakeside", "Hillview")),
             service_region="CO", service_postal_code=f"80{rnd.randrange(100, 999)}",
             service_country="US", billing_same_as_service=True,
-            status=rnd.choice(("active",) * 8 + ("prospect", "suspended")),
+            status=rnd.choice(("active",) * 9 + ("prospect",)),
             billing_cycle="monthly", bill_day=1 + n % 28, paper_invoice=n % 10 == 0,
             tax_rate_ids=taxes, tax_exempt=n % 25 == 0,
             tax_exemption_code=f"EX-{n:04d}" if n % 25 == 0 else None,
@@ -135,7 +136,7 @@ def _subscribers(session: Session, packages: dict[str, Package], rnd: random.Ran
         if subscriber.status != "prospect":
             subscription = add_package(
                 session, subscriber.id, packages[rnd.choice(names)].id, billing_cycle="monthly",
-                bill_start_date=dt.date.today().replace(day=1))
+                bill_start_date=_history_start())
             # Seeded as long-standing customers: provisioned already, as their account says.
             subscription.status = subscriber.status
             for service in subscription.services:
@@ -143,27 +144,68 @@ def _subscribers(session: Session, packages: dict[str, Package], rnd: random.Ran
         bar.update(1)
 
 
-def _payments(session: Session) -> None:
-    """About a quarter of the billed subscribers paid this month's invoice at the counter:
-    cash or check, a few only in part, a few a little more (left as account credit)."""
+def _history_start() -> dt.date:
+    day = dt.date.today().replace(day=1)
+    for _ in range(MONTHS_OF_HISTORY):
+        day = (day - dt.timedelta(days=1)).replace(day=1)
+    return day
+
+
+def month_starts() -> list[dt.date]:
+    """The first of each month from the history's start to this month's."""
+    days, day = [], _history_start()
+    while day <= dt.date.today():
+        days.append(day)
+        day = (day + dt.timedelta(days=32)).replace(day=1)
+    return days
+
+
+def _history(session: Session, slug: str, rnd: random.Random) -> None:
+    """Bill each month as the nightly run did and pay the invoices within their terms, at the
+    counter (cash or check) - a few in part, a few with a little extra left as account credit,
+    and a few late payers not at all lately; then today's collections: late fees, and
+    suspensions for the late payers."""
     from headend.billing.models import Invoice
+    from headend.dunning.collect import run_collections
+    from headend.dunning.services import collection_settings
     from headend.payments.services import receive_payment
     from headend.plugins.services import configure_plugin
 
-    configure_plugin(session, "manual", True, {})
+    tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == slug))
     today = dt.date.today()
-    invoices = session.scalars(select(Invoice).where(Invoice.status == "open")
-                               .order_by(Invoice.id)).all()
-    for n, invoice in enumerate(invoices[::4]):
-        method = "check" if n % 3 else "cash"
-        amount = invoice.balance_due
-        if n % 7 == 3:
-            amount //= 2
-        elif n % 7 == 5:
-            amount += 1000
-        receive_payment(session, invoice.subscriber_id, amount, method, today,
-                        reference=f"{1040 + n}" if method == "check" else None,
-                        transaction_id=f"demo-{invoice.id}")
+    with acting_as(tenant_id, None, "demo"):
+        configure_plugin(session, "manual", True, {})
+        settings = collection_settings(session)
+        settings.late_fee_days, settings.late_fee_amount = 10, D("5.00")
+        settings.grace_days, settings.grace_amount = 30, D("10.00")
+        session.commit()
+    months = month_starts()
+    for month in months:
+        bill_run(session, month, tenant_slug=slug)
+        behind = month >= months[-3]  # the late payers have paid nothing for three months
+        with acting_as(tenant_id, None, "demo"):
+            for n, invoice in enumerate(session.scalars(
+                    select(Invoice).where(Invoice.status == "open",
+                                          Invoice.invoice_date == month)
+                    .order_by(Invoice.id)).all()):
+                who = invoice.subscriber_id
+                paid_on = invoice.invoice_date + dt.timedelta(days=rnd.randrange(1, 20))
+                if paid_on > today or (behind and who % 13 == 0):
+                    continue
+                method = "check" if n % 3 else "cash"
+                amount = invoice.balance_due
+                if who % 29 == 0:
+                    amount //= 2
+                elif who % 31 == 0:
+                    amount += 1000
+                receive_payment(session, who, amount, method, paid_on,
+                                reference=f"{1040 + n}" if method == "check" else None,
+                                invoice_ids=[invoice.id],
+                                transaction_id=f"demo-{invoice.id}")
+            session.commit()
+    with acting_as(tenant_id, None, "demo"):
+        run_collections(session, today, after_step=session.commit)
+        session.commit()
 
 
 def load_demo(app) -> list[tuple[str, str, str]]:
@@ -186,11 +228,8 @@ def load_demo(app) -> list[tuple[str, str, str]]:
                     packages = _catalog(db.session)
                     _subscribers(db.session, packages, rnd, bar)
                 db.session.commit()
-                # This month's invoices, by the same billing run the nightly job uses.
-                bill_run(db.session, dt.date.today(), tenant_slug=slug)
-                with acting_as(tenant.id, None, "demo"):
-                    _payments(db.session)
-                db.session.commit()
+                # Invoices, by the same billing run the nightly job uses, and their payments.
+                _history(db.session, slug, rnd)
                 for role in TENANT_ROLES:
                     username = f"{slug}-{role.lower()}"
                     user = sm.add_user(username, name.split()[0], role,

@@ -8,6 +8,8 @@ Nothing is written when validation fails.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import abort, flash, request
 from flask_appbuilder import ModelRestApi, ModelView, expose
 from flask_appbuilder.exceptions import DatabaseException
@@ -18,6 +20,7 @@ from flask_appbuilder.urltools import (
     get_page_args,
     get_page_size_args,
 )
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from headend.api_schema import HeadendSchemaConverter
@@ -69,6 +72,41 @@ class HeadendInterface(SQLAInterface):
 
     def delete(self, item, commit: bool = True) -> None:
         self._write(lambda i: super(HeadendInterface, self).delete(i, commit), item)
+
+
+def commit_service(action, *args, subject: str, **kwargs) -> tuple[Any, dict]:
+    """Run a service on the request's session and commit: (its result, {}) when saved.
+
+    What a custom view or API does with every write, in one place: a refusal by the service
+    (ValidationFailed) or by the database at commit (WRITE_ERRORS) rolls back, so nothing is
+    written, and comes back as (None, {field: [messages]}); the database's refusal is filed
+    under `subject` with a message for users (never SQL). Other domain errors (a gateway that
+    is down, say) propagate for the caller to answer.
+    """
+    try:
+        result = action(db.session, *args, **kwargs)
+        db.session.commit()
+    except ValidationFailed as exc:
+        db.session.rollback()
+        return None, exc.errors
+    except WRITE_ERRORS as exc:
+        db.session.rollback()
+        return None, {subject: [str(WriteRefused(exc))]}
+    return result, {}
+
+
+def flash_errors(errors: dict) -> None:
+    """Errors by field as flash messages, for forms that redirect back ("Grace days: ...")."""
+    for field, messages in errors.items():
+        flash(f"{field.replace('_', ' ').capitalize()}: {' '.join(messages)}", "danger")
+
+
+def row_or_404(model, pk):
+    """The acting tenant's row `pk` of `model` (a SELECT, so scoping applies), else 404."""
+    row = db.session.scalar(select(model).where(model.id == pk))
+    if row is None:
+        abort(404)
+    return row
 
 
 def _no_validation(session, item):

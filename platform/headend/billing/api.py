@@ -12,10 +12,8 @@ from marshmallow import Schema, fields
 
 from headend.billing import invoicing
 from headend.billing.models import Invoice
-from headend.db import db
-from headend.errors import ValidationFailed
 from headend.tenancy import permissions as perms
-from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelRestApi
+from headend.views_base import HeadendInterface, HeadendModelRestApi, commit_service
 
 _INVOICE = ["id", "number", "subscriber_id", "invoice_date", "due_date", "status", "source",
             "currency", "subtotal", "tax_total", "total", "amount_paid", "balance_due",
@@ -89,15 +87,9 @@ class InvoiceApi(HeadendModelRestApi):
     order_columns = ["number", "invoice_date", "due_date", "total", "status"]
 
     def _run(self, call, *args, status=200, **kwargs):
-        try:
-            invoice = call(db.session, *args, **kwargs)
-            db.session.commit()
-        except ValidationFailed as exc:
-            db.session.rollback()
-            return self.response_422(message=exc.errors)
-        except WRITE_ERRORS:
-            db.session.rollback()
-            return self.response_422(message={"invoice": ["the database refused the change"]})
+        invoice, errors = commit_service(call, *args, subject="invoice", **kwargs)
+        if errors:
+            return self.response_422(message=errors)
         return self.response(status, id=invoice.id, result=InvoiceSchema().dump(invoice))
 
     @expose("/", methods=["POST"])

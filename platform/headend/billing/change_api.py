@@ -25,7 +25,7 @@ from headend.errors import ValidationFailed
 from headend.subscribers.models import Subscription
 from headend.tenancy import permissions as perms
 from headend.ui import PermissionsMixin, decimal_text
-from headend.views_base import WRITE_ERRORS
+from headend.views_base import commit_service
 
 
 def _date(body: dict, name: str, errors: dict, *, required: bool = True,
@@ -107,16 +107,9 @@ class SubscriptionChangeApi(PermissionsMixin, BaseApi):
         args = parse(body, errors)
         if errors:
             return self.response_422(message=errors)
-        try:
-            result = call(db.session, sub.id, *args)
-            db.session.commit()
-        except ValidationFailed as exc:
-            db.session.rollback()
-            return self.response_422(message=exc.errors)
-        except WRITE_ERRORS:
-            db.session.rollback()
-            return self.response_422(
-                message={"subscription": ["the database refused the change"]})
+        result, errors = commit_service(call, sub.id, *args, subject="subscription")
+        if errors:
+            return self.response_422(message=errors)
         return self.response(200, **answer(result, sub))
 
     @expose("/<int:subscription_id>/package-change", methods=["GET"])

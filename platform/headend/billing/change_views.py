@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_appbuilder import BaseView, expose, has_access
 from markupsafe import Markup
 from sqlalchemy import select
 
 from headend.billing import changes, drafting
-from headend.billing.views import _date, _flash_errors
+from headend.billing.views import _date
 from headend.catalog.models import Package
 from headend.db import db
 from headend.errors import ValidationFailed
@@ -20,14 +20,11 @@ from headend.money import format_money
 from headend.subscribers.models import Subscription
 from headend.tenancy import permissions as perms
 from headend.ui import PermissionsMixin, decimal_text
-from headend.views_base import WRITE_ERRORS
+from headend.views_base import commit_service, flash_errors, row_or_404
 
 
 def _subscription(pk) -> Subscription:
-    sub = db.session.scalar(select(Subscription).where(Subscription.id == pk))
-    if sub is None:
-        abort(404)
-    return sub
+    return row_or_404(Subscription, pk)
 
 
 def _int(raw) -> int | None:
@@ -59,16 +56,11 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
 
     def _write(self, pk, action, *args, success: str, **kwargs):
         """Run a change and commit; errors are flashed by field, nothing written."""
-        try:
-            action(db.session, pk, *args, **kwargs)
-            db.session.commit()
+        _, errors = commit_service(action, pk, *args, subject="subscription", **kwargs)
+        if errors:
+            flash_errors(errors)
+        else:
             flash(success, "success")
-        except ValidationFailed as exc:
-            db.session.rollback()
-            _flash_errors(exc.errors)
-        except WRITE_ERRORS:
-            db.session.rollback()
-            flash("The database refused the change; nothing was saved", "danger")
         return self._back(pk)
 
     def _dates(self, *names) -> tuple[list, dict]:
@@ -104,7 +96,7 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
         _subscription(pk)
         (day,), errors = self._dates("change_date")
         if errors or day is None:
-            _flash_errors(errors or {"change_date": ["is required"]})
+            flash_errors(errors or {"change_date": ["is required"]})
             return self._back(pk)
         return self._write(pk, changes.change_package,
                            _int(request.form.get("package_id")), day,
@@ -123,7 +115,7 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
         _subscription(pk)
         (day,), errors = self._dates("cancel_date")
         if errors or day is None:
-            _flash_errors(errors or {"cancel_date": ["is required"]})
+            flash_errors(errors or {"cancel_date": ["is required"]})
             return self._back(pk)
         return self._write(pk, changes.cancel_subscription, day, success="Cancellation saved")
 
@@ -133,7 +125,7 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
         _subscription(pk)
         (start, until), errors = self._dates("start", "until")
         if errors or start is None:
-            _flash_errors(errors or {"start": ["is required"]})
+            flash_errors(errors or {"start": ["is required"]})
             return self._back(pk)
         return self._write(pk, changes.hibernate, start, until, success="Hibernation saved")
 
@@ -143,7 +135,7 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
         _subscription(pk)
         (day,), errors = self._dates("on_date")
         if errors:
-            _flash_errors(errors)
+            flash_errors(errors)
             return self._back(pk)
         return self._write(pk, changes.resume, day or _today(), success="Subscription resumed")
 

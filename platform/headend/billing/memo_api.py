@@ -10,10 +10,9 @@ from marshmallow import Schema, fields
 
 from headend.billing import memos, recurring
 from headend.billing.models import Memo, RecurringLine
-from headend.db import db
 from headend.errors import ValidationFailed
 from headend.tenancy import permissions as perms
-from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelRestApi, WriteRefused
+from headend.views_base import HeadendInterface, HeadendModelRestApi, commit_service
 
 _MEMO = ["id", "number", "kind", "subscriber.id", "invoice.id", "memo_date", "description",
          "amount", "tax_total", "unapplied", "voided_at", "created_at"]
@@ -60,15 +59,12 @@ class MemoApi(HeadendModelRestApi):
         if kind not in memos.PREFIXES:
             raise ValidationFailed({"kind": "must be credit or debit"})
         issue = memos.credit_memo if kind == "credit" else memos.debit_memo
-        try:
-            memo = issue(db.session, data.get("subscriber"), data.get("amount"),
-                         data.get("description"), _memo_date(data.get("memo_date")),
-                         invoice_id=data.get("invoice"),
-                         income_account_id=data.get("income_account"))
-            db.session.commit()
-        except WRITE_ERRORS as exc:
-            db.session.rollback()
-            raise WriteRefused(exc) from exc
+        memo, errors = commit_service(
+            issue, data.get("subscriber"), data.get("amount"), data.get("description"),
+            _memo_date(data.get("memo_date")), invoice_id=data.get("invoice"),
+            income_account_id=data.get("income_account"), subject="memo")
+        if errors:
+            return self.response_422(message=errors)
         return self.response(201, id=memo.id, result={
             "number": memo.number, "kind": memo.kind, "amount": memo.amount,
             "tax_total": memo.tax_total, "unapplied": memo.unapplied, "invoice_id": memo.invoice_id,

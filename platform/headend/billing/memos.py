@@ -184,7 +184,8 @@ def release_invoice_credits(session: Session, invoice: Invoice) -> int:
     invoice is voided); the freed credit is account credit again. Returns the minor units
     released."""
     with session.begin_nested():
-        released = 0
+        # Payments first, before the invoice row changes (payments.allocation's lock order).
+        released = release_invoice_payments(session, invoice)
         for application in session.scalars(sa.select(MemoApplication).where(
                 MemoApplication.invoice_id == invoice.id)).all():
             memo = _one(session, Memo, application.memo_id, lock=True)
@@ -193,7 +194,6 @@ def release_invoice_credits(session: Session, invoice: Invoice) -> int:
             _unsettle(invoice, application.amount)
             released += application.amount
             session.delete(application)
-        released += release_invoice_payments(session, invoice)
         session.flush()
     return released
 

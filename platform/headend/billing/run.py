@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
-import psycopg
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +41,7 @@ from sqlalchemy.orm import Session, selectinload
 from headend.audit.models import AuditLog
 from headend.billing import drafting
 from headend.billing import taxes as tax_rules
+from headend.billing.bulk import BulkEntry, allocate_ids, insert_rows, post_entries_bulk
 from headend.billing.changes import apply_schedule
 from headend.billing.charges import Charge, InclusionSnapshot, SubscriptionSnapshot, charges_for
 from headend.billing.defaults import invoice_defaults
@@ -75,21 +75,15 @@ from headend.catalog.models import (
 )
 from headend.catalog.services import ACCOUNTS_RECEIVABLE
 from headend.db import among, utcnow
-from headend.errors import ValidationFailed, raise_if
-from headend.ledger.models import JournalEntry, Leg
-from headend.ledger.services import (
-    LegSpec,
-    check_books_open,
-    ledger_settings,
-    refuse_closed_books,
-)
+from headend.errors import ValidationFailed
+from headend.ledger.models import JournalEntry
+from headend.ledger.services import LegSpec, refuse_closed_books
 from headend.money import format_money, to_minor
 from headend.plugins.interfaces import TaxEngineRejected, TaxLine, TaxRequest, TaxResult
 from headend.subscribers.models import Subscriber, Subscription, subscriber_tax_rate
 from headend.subscribers.services import unit_price
-from headend.tenancy.context import acting_as, current_scope
+from headend.tenancy.context import acting_as
 from headend.tenancy.models import Tenant
-from headend.tenancy.scoping import TenantScopeError
 
 CHUNK = 2000  # subscriptions per transaction
 SAMPLE_LINES = 20  # lines a dry run shows
@@ -114,19 +108,6 @@ class TenantRun:
     def describe(self) -> str:
         return (f"{self.slug}: {self.invoices} invoices, {self.periods} subscription-periods, "
                 f"total {format_money(self.total, self.currency)}")
-
-
-@dataclass(frozen=True)
-class BulkEntry:
-    """A journal entry for `post_entries_bulk`; `id` is pre-allocated by the caller."""
-
-    id: int
-    key: str
-    entry_date: dt.date
-    source_type: str
-    source_id: int
-    description: str
-    legs: tuple[LegSpec, ...]
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -681,7 +662,7 @@ def _number(runner: _TenantRunner, drafts: list[_Draft]) -> None:
     write lock before any id is allocated past max(id))."""
     session = runner.session
     first = reserve_invoice_numbers(session, len(drafts))
-    ids = _allocate_ids(session, Invoice, len(drafts))
+    ids = allocate_ids(session, Invoice, len(drafts))
     for n, (draft, invoice_id) in enumerate(zip(drafts, ids, strict=True)):
         draft.id = invoice_id
         draft.number = format_number(runner.defaults.number_format, first + n, runner.run_date)
@@ -783,56 +764,6 @@ def _store(result: TaxResult, lines: dict[int, tuple[_Line, TaxLine]]) -> None:
 
 # --- writing ---------------------------------------------------------------------------------
 
-def _insert(session: Session, model, rows: list[dict]) -> None:
-    """Insert `rows` (dicts with the same keys) for the acting tenant in one statement.
-
-    PostgreSQL: one COPY (an order of magnitude faster than executemany, and one statement, so
-    statement-level triggers fire once); the tenant id is the acting scope's, as the ORM
-    stamps it. Elsewhere: the ORM bulk INSERT (stamped by the scoping mechanism), with
-    `render_nulls` so that rows with and without NULLs still batch together.
-    """
-    if not rows:
-        return
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
-        session.execute(sa.insert(model), rows, execution_options={"render_nulls": True})
-        return
-    tenant_id = current_scope().tenant_id
-    if tenant_id is None:
-        raise TenantScopeError(f"{model.__name__}: choose a tenant to act for")
-    table = model.__table__
-    names = list(rows[0])
-    processed = [(i, proc) for i, proc in enumerate(
-        table.c[n].type._cached_bind_processor(bind.dialect) for n in names) if proc]
-    columns = ", ".join(f'"{n}"' for n in [*names, "tenant_id"])
-    statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
-    raw = session.connection().connection.driver_connection
-    try:
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                values = [*row.values(), tenant_id]
-                for i, proc in processed:
-                    if values[i] is not None:
-                        values[i] = proc(values[i])
-                copy.write_row(values)
-    except psycopg.errors.IntegrityError as exc:  # as the ORM path raises it
-        raise IntegrityError(statement, None, exc) from exc
-
-
-def _allocate_ids(session: Session, model, n: int) -> list[int]:
-    """`n` fresh primary keys: from the sequence on PostgreSQL; past max(id) on SQLite, where
-    the caller already holds the database's write lock (it has written in this transaction)."""
-    if n == 0:
-        return []
-    table = model.__table__
-    if session.get_bind().dialect.name == "postgresql":
-        return list(session.scalars(sa.text(
-            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) "
-            "FROM generate_series(1, :n)"), {"n": n}))
-    start = session.scalar(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))) + 1
-    return list(range(start, start + n))
-
-
 def _prepare(runner: _TenantRunner, drafts: list[_Draft]) -> None:
     """Each taxed draft's entry legs and line rows: the part of writing that needs no ids
     (done while the previous chunk is written, in a pipelined run)."""
@@ -877,12 +808,12 @@ def _write(runner: _TenantRunner, drafts: list[_Draft]) -> None:
     posting = [draft for draft in drafts if draft.legs]
     entries = [BulkEntry(entry_id, f"invoice:{inv.id}:post", run_date, "invoice", inv.id,
                          f"Invoice {inv.number}", inv.legs)
-               for entry_id, inv in zip(_allocate_ids(session, JournalEntry, len(posting)),
+               for entry_id, inv in zip(allocate_ids(session, JournalEntry, len(posting)),
                                         posting, strict=True)]
     post_entries_bulk(session, entries)
     posted = {e.source_id: e.id for e in entries}
     now = utcnow()
-    _insert(session, Invoice, [dict(
+    insert_rows(session, Invoice, [dict(
         id=inv.id, number=inv.number, subscriber_id=inv.subscriber_id, invoice_date=run_date,
         due_date=run_date + dt.timedelta(days=d.due_days),
         status="open" if inv.tax_status == "ok" else "draft", source="billing_run",
@@ -891,7 +822,7 @@ def _write(runner: _TenantRunner, drafts: list[_Draft]) -> None:
         tax_attempts=0,
         posted_entry_id=posted.get(inv.id), posted_at=now if inv.id in posted else None,
         created_at=now) for inv in drafts])
-    line_ids = iter(_allocate_ids(session, InvoiceLine, sum(len(inv.lines) for inv in drafts)))
+    line_ids = iter(allocate_ids(session, InvoiceLine, sum(len(inv.lines) for inv in drafts)))
     lines, taxes = [], []
     for inv in drafts:
         for row, tax_rows in zip(inv.line_rows, inv.tax_rows, strict=True):
@@ -901,9 +832,9 @@ def _write(runner: _TenantRunner, drafts: list[_Draft]) -> None:
             for tax_row in tax_rows:
                 tax_row["line_id"] = line_id
                 taxes.append(tax_row)
-    _insert(session, InvoiceLine, lines)
-    _insert(session, InvoiceLineTax, taxes)
-    _insert(session, BilledPeriod, [dict(
+    insert_rows(session, InvoiceLine, lines)
+    insert_rows(session, InvoiceLineTax, taxes)
+    insert_rows(session, BilledPeriod, [dict(
         subscription_id=sub_id, period_start=period.start, period_end=period.end,
         invoice_id=inv.id) for inv in drafts for sub_id, period in inv.periods])
     billed = [item for inv in drafts for item in inv.periods]
@@ -932,63 +863,3 @@ def _apply_credits(session: Session, invoices: list[_Draft]) -> None:
     holders |= credit_holders(session, by_subscriber)
     for subscriber_id in sorted(holders):
         apply_account_credit(session, session.get(Invoice, by_subscriber[subscriber_id]))
-
-
-# --- bulk posting ----------------------------------------------------------------------------
-
-def post_entries_bulk(session: Session, entries: list[BulkEntry]) -> None:
-    """Post many balanced entries with two multi-row INSERTs, under the same rules as
-    `post_entry`: legs one-sided and non-negative on active accounts of this tenant, AR legs
-    naming their subscriber, debits equal to credits, no date in closed books ("warn" books get
-    one recorded warning per date). Keys must be new: a key already posted is an
-    IntegrityError for the caller's transaction (the billing run's exactly-once guard)."""
-    if not entries:
-        return
-    errors: dict[str, list[str]] = {}
-    account_ids = {leg.account_id for e in entries for leg in e.legs}
-    active = dict(session.execute(sa.select(Account.id, Account.active)
-                                  .where(Account.id.in_(account_ids))).all())
-    ar = session.scalar(sa.select(Account.id).where(Account.code == ACCOUNTS_RECEIVABLE))
-    for e in entries:
-        for problem in _entry_problems(e, active, ar):
-            errors.setdefault("legs", []).append(f"{e.key}: {problem}")
-    raise_if(errors)
-    overrides = _closed_books_dates(session, {e.entry_date for e in entries})
-    now = utcnow()
-    _insert(session, JournalEntry, [dict(
-        id=e.id, entry_date=e.entry_date, posted_at=now, source_type=e.source_type,
-        source_id=e.source_id, description=e.description[:255], key=e.key, reverses_id=None,
-        closed_books_override=e.entry_date in overrides) for e in entries])
-    _insert(session, Leg, [dict(
-        entry_id=e.id, account_id=leg.account_id, subscriber_id=leg.subscriber_id,
-        debit=leg.debit, credit=leg.credit, tax_rate_id=leg.tax_rate_id,
-        jurisdiction=leg.jurisdiction, memo=leg.memo) for e in entries for leg in e.legs])
-
-
-def _entry_problems(e: BulkEntry, active: dict[int, bool], ar: int | None):
-    """What breaks `post_entry`'s rules in `e` (messages made only for a broken entry)."""
-    if not e.legs:
-        yield "an entry needs legs"
-    for leg in e.legs:
-        if leg.account_id is None or leg.account_code is not None:
-            yield "bulk legs name their account by id"
-        if leg.debit < 0 or leg.credit < 0 or (leg.debit > 0) == (leg.credit > 0):
-            yield "each leg has one positive side"
-        if active.get(leg.account_id) is not True:
-            yield f"account {leg.account_id} is missing or inactive"
-        if leg.account_id == ar and leg.subscriber_id is None:
-            yield "a receivable needs its subscriber"
-    debits, credits = sum(x.debit for x in e.legs), sum(x.credit for x in e.legs)
-    if debits != credits:
-        yield f"unbalanced: debits {debits} and credits {credits} differ"
-
-
-def _closed_books_dates(session: Session, dates: set[dt.date]) -> set[dt.date]:
-    """The dates in books closed with "warn" (warned once each); raises for "block"."""
-    settings = ledger_settings(session)
-    if settings is None or settings.closing_date is None:
-        return set()
-    closed = {d for d in dates if d <= settings.closing_date}
-    for day in sorted(closed):
-        check_books_open(session, day)
-    return closed

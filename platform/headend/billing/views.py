@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from functools import partial
 
 from flask import abort, flash, redirect, request, url_for
 from flask_appbuilder import BaseView, expose, has_access
@@ -30,7 +31,13 @@ from headend.subscribers.models import Subscriber
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import current_scope
 from headend.ui import LinkedListMixin, PermissionsMixin, add_view, labels_for, titled
-from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelView
+from headend.views_base import (
+    HeadendInterface,
+    HeadendModelView,
+    commit_service,
+    flash_errors,
+    row_or_404,
+)
 
 CATEGORY = "Billing"
 NO_TENANT = "Choose a tenant to act for (Platform > Act for tenant) first."
@@ -58,23 +65,7 @@ def _date(raw: str | None, field: str, errors: dict, default: dt.date | None = N
         return None
 
 
-def _commit(action, *args, **kwargs):
-    """Run a service and commit; ValidationFailed comes back as errors, nothing written."""
-    try:
-        result = action(db.session, *args, **kwargs)
-        db.session.commit()
-        return result, {}
-    except ValidationFailed as exc:
-        db.session.rollback()
-        return None, exc.errors
-    except WRITE_ERRORS:
-        db.session.rollback()
-        return None, {"invoice": ["the database refused the change; nothing was saved"]}
-
-
-def _flash_errors(errors: dict) -> None:
-    for field, messages in errors.items():
-        flash(f"{field.replace('_', ' ').capitalize()}: {' '.join(messages)}", "danger")
+_commit = partial(commit_service, subject="invoice")
 
 
 def _taxes_by_label(invoice: Invoice) -> list[tuple[str, int]]:
@@ -156,7 +147,7 @@ class InvoiceView(LinkedListMixin, HeadendModelView):
         invoice = self._invoice(pk)
         _, errors = _commit(invoicing.void_invoice, invoice.id)
         if errors:
-            _flash_errors(errors)
+            flash_errors(errors)
         else:
             flash(f"Invoice {invoice.number} voided", "success")
         return redirect(url_for("InvoiceView.detail", pk=pk))
@@ -167,7 +158,7 @@ class InvoiceView(LinkedListMixin, HeadendModelView):
         invoice = self._invoice(pk)
         _, errors = _commit(invoicing.delete_draft, invoice.id)
         if errors:
-            _flash_errors(errors)
+            flash_errors(errors)
             return redirect(url_for("InvoiceView.detail", pk=pk))
         flash("Draft deleted", "success")
         return redirect(url_for("InvoiceView.list"))
@@ -306,10 +297,7 @@ class SubscriberBillingView(PermissionsMixin, BaseView):
     pk_model = Subscriber
 
     def _subscriber(self, pk) -> Subscriber:
-        sub = db.session.scalar(select(Subscriber).where(Subscriber.id == pk))
-        if sub is None:
-            abort(404)
-        return sub
+        return row_or_404(Subscriber, pk)
 
     def _on_date(self, errors) -> dt.date:
         return _date(request.values.get("on"), "on", errors, dt.date.today()) \
@@ -362,7 +350,7 @@ class SubscriberBillingView(PermissionsMixin, BaseView):
         change = self._cycle_change(sub, errors, apply=True)
         if errors or change is None:
             db.session.rollback()
-            _flash_errors(errors)
+            flash_errors(errors)
         else:
             db.session.commit()
             flash(f"Billing cycle changed to {sub.billing_cycle}, bill day {sub.bill_day}",
@@ -378,7 +366,7 @@ class SubscriberBillingView(PermissionsMixin, BaseView):
         invoice, errors = _commit(invoicing.invoice_now, sub.id, on) if not errors \
             else (None, errors)
         if errors:
-            _flash_errors(errors)
+            flash_errors(errors)
         elif invoice is None:
             flash("Nothing is due: every period up to today is already invoiced", "info")
         else:

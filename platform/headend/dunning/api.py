@@ -20,13 +20,12 @@ from headend.db import db
 from headend.dunning import reports, services
 from headend.dunning.collect import overdue_subscribers
 from headend.dunning.models import ScheduledAction
-from headend.errors import ValidationFailed
 from headend.money import parse_decimal
 from headend.subscribers.models import Subscriber
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import current_scope
 from headend.ui import PermissionsMixin
-from headend.views_base import WRITE_ERRORS
+from headend.views_base import commit_service
 
 _MONEY = {"late_fee_amount", "late_fee_max", "rebill_fee_amount", "grace_amount",
           "writeoff_threshold"}
@@ -75,16 +74,17 @@ def _parse_money(body: dict, errors: dict) -> dict:
     return values
 
 
+def _body() -> dict:
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
+
+
 class CollectionsApi(PermissionsMixin, BaseApi):
     resource_name = "collections"
     class_permission_name = perms.COLLECTIONS
     method_permission_name = {"get_settings": perms.READ, "put_settings": perms.WRITE,
                               "overdue": perms.READ, "aging": perms.READ}
     allow_browser_login = False  # writes need a JWT or an API key, never a bare cookie
-
-    def _body(self) -> dict:
-        body = request.get_json(silent=True)
-        return body if isinstance(body, dict) else {}
 
     def _tenant_or_422(self):
         if current_scope().all_tenants:
@@ -126,19 +126,17 @@ class CollectionsApi(PermissionsMixin, BaseApi):
         refused = self._tenant_or_422()
         if refused:
             return refused
-        body = self._body()
+        body = _body()
         errors = {k: ["is not a collection setting"]
                   for k in sorted(set(body) - set(services.SETTINGS_FIELDS))}
         values = {k: v for k, v in body.items() if k in services.SETTINGS_FIELDS}
         values.update(_parse_money(body, errors))
         if errors:
             return self.response_422(message=errors)
-        try:
-            row = services.update_collection_settings(db.session, **values)
-            db.session.commit()
-        except ValidationFailed as exc:
-            db.session.rollback()
-            return self.response_422(message=exc.errors)
+        row, errors = commit_service(services.update_collection_settings, **values,
+                                     subject="collections")
+        if errors:
+            return self.response_422(message=errors)
         return self.response(200, result=_settings_json(row))
 
     @expose("/overdue", methods=["GET"])
@@ -186,16 +184,13 @@ class SubscriberCollectionApi(PermissionsMixin, BaseApi):
     resource_name = "subscriber_collection"
     class_permission_name = perms.COLLECTIONS
     method_permission_name = {"get": perms.READ, "put": perms.WRITE, "promises": perms.READ,
-                              "promise": perms.WRITE}
+                              "promise": perms.WRITE, "suspend": perms.WRITE,
+                              "restore": perms.WRITE}
     allow_browser_login = False
     pk_model = Subscriber
 
     def _subscriber(self, pk) -> Subscriber | None:
         return db.session.scalar(select(Subscriber).where(Subscriber.id == pk))
-
-    def _body(self) -> dict:
-        body = request.get_json(silent=True)
-        return body if isinstance(body, dict) else {}
 
     def _answer(self, sub: Subscriber, status: int = 200):
         row = services.subscriber_collection(db.session, sub.id, create=False)
@@ -252,7 +247,7 @@ class SubscriberCollectionApi(PermissionsMixin, BaseApi):
         sub = self._subscriber(pk)
         if sub is None:
             return self.response_404()
-        body = self._body()
+        body = _body()
         errors = {k: ["is not a collection override"]
                   for k in sorted(set(body) - set(services.OVERRIDE_FIELDS))}
         values = {k: v for k, v in body.items() if k in services.OVERRIDE_FIELDS}
@@ -263,12 +258,10 @@ class SubscriberCollectionApi(PermissionsMixin, BaseApi):
                 errors["grace_amount"] = [str(exc)]
         if errors:
             return self.response_422(message=errors)
-        try:
-            services.update_subscriber_collection(db.session, sub.id, **values)
-            db.session.commit()
-        except ValidationFailed as exc:
-            db.session.rollback()
-            return self.response_422(message=exc.errors)
+        _, errors = commit_service(services.update_subscriber_collection, sub.id, **values,
+                                   subject="collections")
+        if errors:
+            return self.response_422(message=errors)
         return self._answer(sub)
 
     @expose("/<int:pk>/promise", methods=["GET"])
@@ -317,7 +310,7 @@ class SubscriberCollectionApi(PermissionsMixin, BaseApi):
         sub = self._subscriber(pk)
         if sub is None:
             return self.response_404()
-        body = self._body()
+        body = _body()
         errors = {k: ["is not accepted here"]
                   for k in sorted(set(body) - {"action", "not_before", "reason"})}
         try:
@@ -327,18 +320,60 @@ class SubscriberCollectionApi(PermissionsMixin, BaseApi):
             errors["not_before"] = ["must be a date (YYYY-MM-DD)"]
         if errors:
             return self.response_422(message=errors)
-        try:
-            row = services.schedule_action(db.session, sub.id, body.get("action"), not_before,
-                                           dt.date.today(), reason=body.get("reason"),
-                                           created_by=current_scope().actor_name)
-            db.session.commit()
-        except ValidationFailed as exc:
-            db.session.rollback()
-            return self.response_422(message=exc.errors)
-        except WRITE_ERRORS:
-            db.session.rollback()
-            return self.response_422(message={"promise": ["the database refused it"]})
+        row, errors = commit_service(services.schedule_action, sub.id, body.get("action"),
+                                     not_before, dt.date.today(), reason=body.get("reason"),
+                                     created_by=current_scope().actor_name, subject="promise")
+        if errors:
+            return self.response_422(message=errors)
         return self.response(201, result=_promise_json(row))
+
+
+    def _staff_action(self, subscriber_id, action):
+        sub = self._subscriber(subscriber_id)
+        if sub is None:
+            return self.response_404()
+        ids, errors = commit_service(action, sub.id, dt.date.today(),
+                                     actor=current_scope().actor_name, subject="subscriber")
+        if errors:
+            return self.response_422(message=errors)
+        return self.response(200, result={"subscriber_id": sub.id, "status": sub.status,
+                                          "subscription_ids": ids})
+
+    # Not named <pk>: POST-only actions, which the isolation walker cannot read back with a
+    # GET (tests/test_dunning_web.py checks their 404 for another tenant).
+    @expose("/<int:subscriber_id>/suspend", methods=["POST"])
+    @protect()
+    @safe
+    def suspend(self, subscriber_id):
+        """Suspend an active subscriber now (staff): its active subscriptions too. No payment
+        lifts it; only restore does.
+        ---
+        post:
+          parameters:
+          - {in: path, name: subscriber_id, required: true, schema: {type: integer}}
+          responses:
+            200: {description: "status, and subscription_ids: the subscriptions suspended"}
+            404: {description: no such subscriber}
+            422: {description: the subscriber is not active}
+        """
+        return self._staff_action(subscriber_id, services.suspend_now)
+
+    @expose("/<int:subscriber_id>/restore", methods=["POST"])
+    @protect()
+    @safe
+    def restore(self, subscriber_id):
+        """Restore a suspended subscriber now (staff), whatever is owed: the subscriptions the
+        collections job suspended, or every suspended one after a staff suspension.
+        ---
+        post:
+          parameters:
+          - {in: path, name: subscriber_id, required: true, schema: {type: integer}}
+          responses:
+            200: {description: "status, and subscription_ids: the subscriptions restored"}
+            404: {description: no such subscriber}
+            422: {description: the subscriber is not suspended}
+        """
+        return self._staff_action(subscriber_id, services.restore_now)
 
 
 class PromiseApi(PermissionsMixin, BaseApi):
@@ -387,12 +422,9 @@ class PromiseApi(PermissionsMixin, BaseApi):
         row = self._row(pk)
         if row is None:
             return self.response_404()
-        try:
-            services.cancel_action(db.session, row.id)
-            db.session.commit()
-        except ValidationFailed as exc:
-            db.session.rollback()
-            return self.response_422(message=exc.errors)
+        _, errors = commit_service(services.cancel_action, row.id, subject="promise")
+        if errors:
+            return self.response_422(message=errors)
         return self.response(200, result=_promise_json(row))
 
 

@@ -6,8 +6,10 @@ next `retry_interval_days` later while n <= retry_count, so there are at most 1 
 attempts per invoice. Each attempt is an AutopayAttempt row claimed before the charge (unique
 invoice + attempt: a rerun or a concurrent run finds it taken and charges nothing) and its
 transaction id `autopay-{invoice}-{attempt}` is the gateway's idempotency key, so a charge
-whose response was lost is never made twice. An "undefined" outcome is not retried: the
-payments service reconciles it with the provider. A failure writes a failed-payment notice.
+whose response was lost is never made twice. An "undefined" (or "pending") outcome is not
+retried: the payments service settles it with the provider and `follow_payment` then gives the
+attempt its outcome - a decline learned that way is retried on the same schedule. A failure
+writes a failed-payment notice.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from headend.dunning.models import AutopayAttempt, Notice, SubscriberCollection
 from headend.dunning.services import OPEN_STATUSES, collection_settings
 from headend.errors import DomainError
 from headend.money import format_money
-from headend.payments.models import SavedPaymentMethod
+from headend.payments.models import Payment, SavedPaymentMethod
 
 RETRYABLE = ("failed", "error")  # a decline, or a charge refused before reaching the provider
+UNSETTLED = ("pending", "undefined")  # the provider tells later (webhook, reconciliation)
 
 
 @dataclass
@@ -91,17 +94,49 @@ def charge(session: Session, invoice_id: int, subscriber_id: int, method_id: int
     except DomainError as exc:
         row.status, row.message = "error", str(exc)[:255]
     if row.status in RETRYABLE:
-        if attempt <= retry_count:
-            row.next_attempt_on = today + dt.timedelta(days=retry_interval_days)
-        invoice = session.get(Invoice, invoice_id)
-        retry = f" We will try again on {row.next_attempt_on:%Y-%m-%d}." \
-            if row.next_attempt_on else ""
-        session.add(Notice(
-            kind="failed_payment", key=f"failed_payment:{invoice_id}:{attempt}",
-            subscriber_id=subscriber_id, invoice_id=invoice_id, payment_id=row.payment_id,
-            message=(f"The automatic payment of {format_money(amount, invoice.currency)} for "
-                     f"invoice {invoice.number} was declined"
-                     f"{f' ({row.decline_code})' if row.decline_code else ''}.{retry}")))
+        _declined(session, row, subscriber_id, amount, retry_count=retry_count,
+                  retry_interval_days=retry_interval_days)
+    session.flush()
+    return row
+
+
+def _declined(session: Session, row: AutopayAttempt, subscriber_id: int, amount: int, *,
+              retry_count: int, retry_interval_days: int) -> None:
+    """A failed attempt: the next one `retry_interval_days` after it while attempts are left,
+    and a failed-payment notice."""
+    if row.attempt <= retry_count:
+        row.next_attempt_on = row.attempted_on + dt.timedelta(days=retry_interval_days)
+    invoice = session.get(Invoice, row.invoice_id)
+    retry = f" We will try again on {row.next_attempt_on:%Y-%m-%d}." \
+        if row.next_attempt_on else ""
+    session.add(Notice(
+        kind="failed_payment", key=f"failed_payment:{row.invoice_id}:{row.attempt}",
+        subscriber_id=subscriber_id, invoice_id=row.invoice_id, payment_id=row.payment_id,
+        message=(f"The automatic payment of {format_money(amount, invoice.currency)} for "
+                 f"invoice {invoice.number} was declined"
+                 f"{f' ({row.decline_code})' if row.decline_code else ''}.{retry}")))
+
+
+def follow_payment(session: Session, payment: Payment) -> AutopayAttempt | None:
+    """An autopay charge whose outcome came later (webhook, reconciliation of "undefined"):
+    its attempt takes the payment's status, decline code and message, and a decline
+    schedules the next retry - counted from the attempt's day - and writes the notice, exactly
+    as a decline answered at once does. Called by the payments service inside the payment's
+    transaction; returns the attempt it updated (None: not an autopay charge, or settled)."""
+    if payment.source != "autopay" or payment.status in UNSETTLED:
+        return None
+    row = session.scalar(sa.select(AutopayAttempt).where(
+        AutopayAttempt.payment_id == payment.id, AutopayAttempt.status.in_(UNSETTLED))
+        .with_for_update().execution_options(populate_existing=True))
+    if row is None:
+        return None
+    row.status, row.decline_code = payment.status, payment.decline_code
+    row.message = payment.message
+    if row.status in RETRYABLE:
+        settings = collection_settings(session)
+        _declined(session, row, payment.subscriber_id, payment.amount,
+                  retry_count=settings.retry_count,
+                  retry_interval_days=settings.retry_interval_days)
     session.flush()
     return row
 

@@ -5,26 +5,15 @@ day, job ids `collections:{tenant}:{date}` and `autopay:{tenant}:{date}`."""
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-from collections.abc import Callable
 
 from flask import Flask
 
 from headend.jobs import Enqueued, app_context, enqueue
 
-# Collections effects per commit: each is claimed by a unique key, so a crash loses at most
-# one batch, which the rerun redoes; committing each alone costs a fifth of the run.
-COMMIT_EVERY = 100
-
-
-def every(n: int, action: Callable[[], None]) -> Callable[[], None]:
-    """A callable that runs `action` on every n-th call."""
-    calls = itertools.count(1)
-    return lambda: action() if next(calls) % n == 0 else None
-
 
 def run_collections_job(tenant_id: int, date_iso: str) -> dict:
-    """The RQ job: one tenant's collections for the date, committed in batches."""
+    """The RQ job: one tenant's collections for the date, committed per chunk of effects (a
+    crash keeps the chunks done; the rerun does the rest)."""
     from headend.db import db
     from headend.dunning.collect import run_collections
     from headend.tenancy.context import acting_as
@@ -32,7 +21,7 @@ def run_collections_job(tenant_id: int, date_iso: str) -> dict:
     with app_context(), acting_as(tenant_id, actor_name="collections"):
         session = db.session
         result = run_collections(session, dt.date.fromisoformat(date_iso),
-                                 after_step=every(COMMIT_EVERY, session.commit))
+                                 after_step=session.commit)
         session.commit()
         return {"write_offs": result.write_offs, "late_fees": result.late_fees,
                 "rebill_fees": result.rebill_fees, "notices": result.notices,

@@ -6,7 +6,8 @@ What is overdue is derived from the invoices (the balance due of open or partly 
 whose due date has passed), never a counter. A subscriber is suspended by the collections job
 (`headend.dunning.collect`) and restored here, the moment a payment brings what is overdue back
 within the grace amount. Only suspensions the job made are restored automatically
-(`SubscriberCollection.suspended_on`); a suspension by staff stays until staff lift it.
+(`SubscriberCollection.suspended_on`); a suspension by staff ("Suspend now") stays until staff
+lift it ("Restore now").
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from headend.dunning.models import (
     archived_on_for,
 )
 from headend.errors import ValidationFailed, raise_if, require
-from headend.money import format_money, to_minor
+from headend.money import to_minor
 from headend.payments.models import SavedPaymentMethod
 from headend.plugins import events
 from headend.subscribers.models import Subscriber, Subscription
@@ -277,33 +278,6 @@ def rules_for(settings: CollectionSettings, row: SubscriberCollection | None,
 
 # --- suspension and restore -------------------------------------------------------------------
 
-def suspend(session: Session, subscriber: Subscriber, today: dt.date, overdue: int) -> bool:
-    """Suspend a past-grace subscriber: its status and its active subscriptions become
-    "suspended" (remembered, to restore exactly those), `service_suspended` fires per
-    subscription and a "suspended" notice is written. The notice key (one per subscriber and
-    day) makes a second run, or a concurrent one, do nothing; returns whether it suspended."""
-    currency = drafting.currency(session)
-    try:
-        with session.begin_nested():
-            session.add(Notice(kind="suspended", key=f"suspended:{subscriber.id}:{today}",
-                               subscriber_id=subscriber.id, message=(
-                                   f"Service suspended on {today:%Y-%m-%d}: "
-                                   f"{format_money(overdue, currency)} is overdue.")))
-            session.flush()
-    except IntegrityError:
-        return False
-    row = subscriber_collection(session, subscriber.id)
-    suspended = [s for s in subscriber.subscriptions if s.status == "active"]
-    for sub in suspended:
-        sub.status = "suspended"
-    subscriber.status = "suspended"
-    row.suspended_on, row.suspended_subscription_ids = today, [s.id for s in suspended]
-    session.flush()
-    for sub in suspended:
-        events.fire("service_suspended", tenant_id=subscriber.tenant_id, subscription_id=sub.id)
-    return True
-
-
 def restore(session: Session, subscriber: Subscriber, row: SubscriberCollection,
             today: dt.date) -> list[int]:
     """Undo the job's suspension: the subscriber back to active, the subscriptions it
@@ -341,3 +315,65 @@ def after_payment(session: Session, subscriber_id: int, today: dt.date) -> list[
             or overdue_amount(session, subscriber_id, today) > rules.grace_amount:
         return []
     return restore(session, subscriber, row, today)
+
+
+# --- staff: suspend now, restore now ----------------------------------------------------------
+
+def _staff_change(session: Session, subscriber: Subscriber, subscriptions: list,
+                  kind: str, today: dt.date, actor: str | None) -> list[int]:
+    """Staff's suspension ("suspended") or restore ("restored") of the subscriber and these
+    subscriptions: their statuses, a notice saying who (its key is per action: several on
+    one day are several notices), then `service_suspended` / `service_restored` for each."""
+    status = "suspended" if kind == "suspended" else "active"
+    for sub in subscriptions:
+        sub.status = status
+    subscriber.status = status
+    session.add(Notice(kind=kind, key=f"{kind}:{subscriber.id}:staff:{utcnow():%Y%m%d%H%M%S%f}",
+                       subscriber_id=subscriber.id,
+                       message=f"Service {kind} on {today:%Y-%m-%d} by {actor or 'staff'}."))
+    session.flush()
+    for sub in subscriptions:
+        events.fire(f"service_{kind}", tenant_id=subscriber.tenant_id, subscription_id=sub.id)
+    return [s.id for s in subscriptions]
+
+
+def _locked_subscriber(session: Session, subscriber_id) -> Subscriber:
+    _subscriber(session, subscriber_id)
+    return session.scalar(select(Subscriber).where(Subscriber.id == subscriber_id)
+                          .with_for_update().execution_options(populate_existing=True))
+
+
+def suspend_now(session: Session, subscriber_id: int, today: dt.date,
+                actor: str | None = None) -> list[int]:
+    """Staff suspend an active subscriber at once, whatever is owed: the subscriber and its
+    active subscriptions become "suspended", `service_suspended` fires for each, a
+    "suspended" notice says who did it. Not remembered as the job's suspension, so no payment
+    lifts it: only Restore now does. Returns the suspended subscription ids."""
+    subscriber = _locked_subscriber(session, subscriber_id)
+    if subscriber.status != "active":
+        raise ValidationFailed({"status": f"only an active subscriber can be suspended; this "
+                                          f"one is {subscriber.status}"})
+    return _staff_change(session, subscriber, [
+        s for s in subscriber.subscriptions if s.status == "active"], "suspended", today, actor)
+
+
+def restore_now(session: Session, subscriber_id: int, today: dt.date,
+                actor: str | None = None) -> list[int]:
+    """Staff lift a suspension at once, whatever is owed; returns the restored subscription
+    ids, each told by `service_restored`.
+
+    A suspension by the collections job restores exactly the subscriptions the job suspended
+    (as a payment would); a suspension by staff, or a status set by hand, restores every
+    suspended subscription of the subscriber (nothing but a suspension makes one suspended).
+    While the account stays past grace the next collections run suspends it again: record a
+    promise to pay to keep it restored."""
+    subscriber = _locked_subscriber(session, subscriber_id)
+    if subscriber.status != "suspended":
+        raise ValidationFailed({"status": f"only a suspended subscriber can be restored; this "
+                                          f"one is {subscriber.status}"})
+    row = subscriber_collection(session, subscriber.id, create=False)
+    if row is not None and row.suspended_on is not None:
+        return restore(session, subscriber, row, today)
+    return _staff_change(session, subscriber, list(session.scalars(select(Subscription).where(
+        Subscription.subscriber_id == subscriber.id, Subscription.status == "suspended"))),
+        "restored", today, actor)

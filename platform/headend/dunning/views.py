@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from functools import partial
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_appbuilder import BaseView, expose, has_access
 from markupsafe import Markup
 from sqlalchemy import select
@@ -17,14 +18,13 @@ from headend.db import db
 from headend.dunning import reports, services
 from headend.dunning.collect import overdue_subscribers
 from headend.dunning.models import ACTIONS, LATE_FEE_KINDS, ScheduledAction
-from headend.errors import ValidationFailed
 from headend.money import format_money, parse_decimal
 from headend.payments.models import SavedPaymentMethod
 from headend.subscribers.models import Subscriber
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import current_scope
 from headend.ui import PermissionsMixin, add_view
-from headend.views_base import WRITE_ERRORS
+from headend.views_base import commit_service, flash_errors, row_or_404
 
 CATEGORY = "Billing"
 NO_TENANT = "Choose a tenant to act for (Platform > Act for tenant) first."
@@ -68,23 +68,7 @@ def parse_money(raw, field: str, errors: dict) -> Decimal | None:
         return None
 
 
-def _commit(action, *args, **kwargs):
-    """Run a service and commit; ValidationFailed comes back as errors, nothing written."""
-    try:
-        result = action(db.session, *args, **kwargs)
-        db.session.commit()
-        return result, {}
-    except ValidationFailed as exc:
-        db.session.rollback()
-        return None, exc.errors
-    except WRITE_ERRORS:
-        db.session.rollback()
-        return None, {"collections": ["the database refused the change; nothing was saved"]}
-
-
-def _flash_errors(errors: dict) -> None:
-    for field, messages in errors.items():
-        flash(f"{field.replace('_', ' ').capitalize()}: {' '.join(messages)}", "danger")
+_commit = partial(commit_service, subject="collections")
 
 
 class CollectionSettingsView(PermissionsMixin, BaseView):
@@ -166,14 +150,12 @@ class SubscriberCollectionsView(PermissionsMixin, BaseView):
 
     route_base = "/collections/subscriber"
     class_permission_name = perms.COLLECTIONS
-    method_permission_name = {"overrides": perms.WRITE, "promise": perms.WRITE}
+    method_permission_name = {"overrides": perms.WRITE, "promise": perms.WRITE,
+                              "suspend_now": perms.WRITE, "restore_now": perms.WRITE}
     pk_model = Subscriber
 
     def _subscriber(self, pk) -> Subscriber:
-        sub = db.session.scalar(select(Subscriber).where(Subscriber.id == pk))
-        if sub is None:
-            abort(404)
-        return sub
+        return row_or_404(Subscriber, pk)
 
     def _back(self, pk):
         return redirect(url_for("SubscriberView.profile", pk=pk) + "#collections")
@@ -196,7 +178,7 @@ class SubscriberCollectionsView(PermissionsMixin, BaseView):
         if not errors:
             _, errors = _commit(services.update_subscriber_collection, sub.id, **values)
         if errors:
-            _flash_errors(errors)
+            flash_errors(errors)
         else:
             flash("Collections settings saved", "success")
         return self._back(sub.id)
@@ -217,10 +199,33 @@ class SubscriberCollectionsView(PermissionsMixin, BaseView):
                                 not_before, dt.date.today(), reason=form.get("reason"),
                                 created_by=current_scope().actor_name)
         if errors:
-            _flash_errors(errors)
+            flash_errors(errors)
         else:
             flash("Promise to pay recorded", "success")
         return self._back(sub.id)
+
+
+    def _staff_action(self, pk, action, done: str):
+        sub = self._subscriber(pk)
+        ids, errors = _commit(action, sub.id, dt.date.today(),
+                              actor=current_scope().actor_name)
+        if errors:
+            flash_errors(errors)
+        else:
+            flash(done.format(n=len(ids)), "success")
+        return self._back(sub.id)
+
+    @expose("/<int:pk>/suspend", methods=["POST"])
+    @has_access
+    def suspend_now(self, pk):
+        return self._staff_action(pk, services.suspend_now,
+                                  "Service suspended ({n} subscriptions)")
+
+    @expose("/<int:pk>/restore", methods=["POST"])
+    @has_access
+    def restore_now(self, pk):
+        return self._staff_action(pk, services.restore_now,
+                                  "Service restored ({n} subscriptions)")
 
 
 class PromiseView(PermissionsMixin, BaseView):
@@ -232,13 +237,11 @@ class PromiseView(PermissionsMixin, BaseView):
     @expose("/<int:pk>/cancel", methods=["POST"])
     @has_access
     def cancel(self, pk):
-        row = db.session.scalar(select(ScheduledAction).where(ScheduledAction.id == pk))
-        if row is None:
-            abort(404)
+        row = row_or_404(ScheduledAction, pk)
         subscriber_id = row.subscriber_id
         _, errors = _commit(services.cancel_action, row.id)
         if errors:
-            _flash_errors(errors)
+            flash_errors(errors)
         else:
             flash("Promise to pay cancelled", "success")
         return redirect(url_for("SubscriberView.profile", pk=subscriber_id) + "#collections")

@@ -4,6 +4,16 @@ Invoice.amount_paid and Payment.unapplied change together.
 Kept apart from payments.services (and free of Flask, gateways and the ledger) so that
 billing.memos can spend payment credit on a new invoice exactly as it spends credit memos,
 without importing the payments domain's services. Callers lock the invoice and the payment.
+
+Lock order (PostgreSQL row locks; SQLite has one database lock): a payment before the invoices
+it settles, and several payments in id order. Receiving, settling later (webhook,
+reconciliation) and refunding lock the payment, then its invoices; voiding an invoice locks the
+payments that settled it (`release_invoice_payments`, which billing.memos calls before it
+touches the invoice), then changes the invoice. The one transaction that locks an invoice
+before payments, `spend_payment_credit` under billing.memos.apply_account_credit, works on an
+invoice being posted in that same transaction: it has no allocations yet and no other
+transaction can lock it, so nothing holding a payment ever waits for it - no cycle, no
+deadlock.
 """
 
 from __future__ import annotations
@@ -24,16 +34,20 @@ def invoice_status(invoice: Invoice) -> str:
     return "paid" if invoice.balance_due <= 0 else "partially_paid"
 
 
-def allocate(session: Session, payment: Payment, invoice: Invoice, amount: int) -> None:
-    """Settle `amount` of the invoice's balance due from the payment's unapplied money."""
+def allocate(session: Session, payment: Payment, invoice: Invoice, amount: int, *,
+             first: bool = False) -> None:
+    """Settle `amount` of the invoice's balance due from the payment's unapplied money.
+
+    `first`: the payment has no allocation yet (it is being posted), so there is no row to
+    look up and add to. The new row refers to the loaded payment and invoice, which spares
+    the tenant check a query for each."""
     invoice.amount_paid += amount
     invoice.status = invoice_status(invoice)
     payment.unapplied -= amount
-    row = session.scalar(sa.select(PaymentAllocation).where(
+    row = None if first else session.scalar(sa.select(PaymentAllocation).where(
         PaymentAllocation.payment_id == payment.id, PaymentAllocation.invoice_id == invoice.id))
     if row is None:
-        session.add(PaymentAllocation(payment_id=payment.id, invoice_id=invoice.id,
-                                      amount=amount))
+        session.add(PaymentAllocation(payment=payment, invoice=invoice, amount=amount))
     else:
         row.amount += amount
 
@@ -70,13 +84,29 @@ def spend_payment_credit(session: Session, invoice: Invoice) -> int:
 
 def release_invoice_payments(session: Session, invoice: Invoice) -> int:
     """A voided invoice gives what payments settled on it back to them as account credit;
-    returns the minor units released."""
+    returns the minor units released.
+
+    Its payments are locked first, in id order, then the invoice (the lock order above), and
+    the allocations and the invoice are read again under those locks: a refund of one of the
+    payments that committed meanwhile has already taken its part off the invoice."""
+    payments: dict[int, Payment] = {}
+    while True:
+        allocations = session.scalars(
+            sa.select(PaymentAllocation).where(PaymentAllocation.invoice_id == invoice.id)
+            .order_by(PaymentAllocation.id).execution_options(populate_existing=True)).all()
+        unlocked = {a.payment_id for a in allocations} - set(payments)
+        if not unlocked:
+            break
+        payments.update((p.id, p) for p in session.scalars(
+            sa.select(Payment).where(Payment.id.in_(unlocked)).order_by(Payment.id)
+            .with_for_update().execution_options(populate_existing=True)))
+    if not allocations:
+        return 0
+    invoice = session.scalar(sa.select(Invoice).where(Invoice.id == invoice.id)
+                             .with_for_update().execution_options(populate_existing=True))
     released = 0
-    for allocation in session.scalars(sa.select(PaymentAllocation).where(
-            PaymentAllocation.invoice_id == invoice.id)).all():
-        payment = session.scalar(
-            sa.select(Payment).where(Payment.id == allocation.payment_id)
-            .with_for_update().execution_options(populate_existing=True))
+    for allocation in allocations:
+        payment = payments[allocation.payment_id]
         payment.unapplied += allocation.amount
         released += allocation.amount
         unallocate(session, allocation, invoice, allocation.amount)

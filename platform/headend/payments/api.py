@@ -16,11 +16,11 @@ from flask_appbuilder.api import expose, protect, safe
 from marshmallow import Schema, fields
 
 from headend.db import db
-from headend.errors import NotFound, ValidationFailed
+from headend.errors import NotFound, ValidationFailed, raise_if
 from headend.payments import services
 from headend.payments.models import Payment, Refund, SavedPaymentMethod
 from headend.tenancy import permissions as perms
-from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelRestApi, WriteRefused
+from headend.views_base import HeadendInterface, HeadendModelRestApi, commit_service
 
 
 class AllocationSchema(Schema):
@@ -116,12 +116,12 @@ def _date(data: dict, field: str) -> dt.date:
         raise ValidationFailed({field: "must be a date (YYYY-MM-DD)"}) from None
 
 
-def _commit() -> None:
-    try:
-        db.session.commit()
-    except WRITE_ERRORS as exc:
-        db.session.rollback()
-        raise WriteRefused(exc) from exc
+def _commit(action, *args, subject: str, **kwargs):
+    """Run the service and commit (views_base.commit_service); a refusal is raised for
+    `_guarded` to answer 422 by field."""
+    result, errors = commit_service(action, *args, subject=subject, **kwargs)
+    raise_if(errors)
+    return result
 
 
 class _Api(HeadendModelRestApi):
@@ -166,13 +166,12 @@ class PaymentApi(_Api):
         transaction_id = data.get("transaction_id")
         replay = isinstance(transaction_id, str) and db.session.query(
             Payment.id).filter(Payment.transaction_id == transaction_id).first() is not None
-        payment = services.receive_payment(
-            db.session, data.get("subscriber"), data.get("amount"), data.get("method"),
-            received_on, reference=data.get("reference"), invoice_ids=data.get("invoices"),
-            saved_method_id=data.get("saved_method"), source="manual",
-            transaction_id=transaction_id, memo=data.get("memo"),
-            allow_archived=data.get("allow_archived") is True)
-        _commit()
+        payment = _commit(
+            services.receive_payment, data.get("subscriber"), data.get("amount"),
+            data.get("method"), received_on, reference=data.get("reference"),
+            invoice_ids=data.get("invoices"), saved_method_id=data.get("saved_method"),
+            source="manual", transaction_id=transaction_id, memo=data.get("memo"),
+            allow_archived=data.get("allow_archived") is True, subject="payment")
         return self.response(200 if replay else 201, id=payment.id,
                              result=PaymentSchema().dump(payment))
 
@@ -201,15 +200,15 @@ class RefundApi(_Api):
         refunded_on = _date(data, "refunded_on")
         try:
             if data.get("void") is True:
-                refund = services.void_payment(db.session, data.get("payment"), refunded_on,
-                                               data.get("reason"))
+                refund = _commit(services.void_payment, data.get("payment"), refunded_on,
+                                 data.get("reason"), subject="refund")
             else:
-                refund = services.refund_payment(
-                    db.session, data.get("payment"), data.get("amount"), refunded_on,
-                    data.get("reason"), transaction_id=data.get("transaction_id"))
+                refund = _commit(services.refund_payment, data.get("payment"),
+                                 data.get("amount"), refunded_on, data.get("reason"),
+                                 transaction_id=data.get("transaction_id"), subject="refund")
         except NotFound:
+            db.session.rollback()
             raise ValidationFailed({"payment": "does not exist"}) from None
-        _commit()
         return self.response(201, id=refund.id, result=RefundSchema().dump(refund))
 
 
@@ -233,10 +232,10 @@ class SavedMethodApi(_Api):
 
     def _save(self):
         data = _body({"subscriber", "token", "method", "make_default"})
-        saved = services.save_card(db.session, data.get("subscriber"), data.get("token"),
-                                   data.get("method") or "card",
-                                   make_default=data.get("make_default", True) is not False)
-        _commit()
+        saved = _commit(services.save_card, data.get("subscriber"), data.get("token"),
+                        data.get("method") or "card",
+                        make_default=data.get("make_default", True) is not False,
+                        subject="saved_method")
         return self.response(201, id=saved.id, result=SavedMethodSchema().dump(saved))
 
     @expose("/<int:pk>", methods=["DELETE"])
@@ -258,8 +257,7 @@ class SavedMethodApi(_Api):
             return self.response_404()
 
         def remove():
-            services.remove_method(db.session, saved.id)
-            _commit()
+            _commit(services.remove_method, saved.id, subject="saved_method")
             return self.response(200, message="removed")
 
         return self._write(remove)

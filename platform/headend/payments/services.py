@@ -23,6 +23,7 @@ Each call writes inside one savepoint; the caller commits (as with ledger.post_e
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from headend.plugins.interfaces import (
     PaymentResult,
     PaymentStatus,
 )
+from headend.plugins.models import PluginConfiguration
 from headend.sequences import next_value
 from headend.subscribers.models import Subscriber
 from headend.tenancy.context import current_scope
@@ -105,6 +107,47 @@ def _manager():
     return current_manager()
 
 
+# The acting tenant's payment set-up, read once per session: a job charging thousands of
+# invoices (or a worker posting payments) reads its currency, routes, enabled plugins and
+# gateway settings once, not five queries per payment. A session that writes a plugin
+# configuration, a route or a tenant, or rolls back, reads them again; another session's
+# change is seen by the next request or job.
+_SETUP = "headend.payments.setup"
+_SETUP_MODELS = (PluginConfiguration, GatewayRoute, Tenant)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    currency: str
+    chosen: dict[str, str]  # billing method -> plugin_id, as routed by the tenant
+    enabled: frozenset[str]
+    settings: dict[str, Mapping]  # plugin_id -> its settings, filled when first asked for
+
+
+def _setup(session: Session) -> _Setup:
+    tenant_id = _tenant_id()
+    cache = session.info.setdefault(_SETUP, {})
+    if tenant_id not in cache:
+        cache[tenant_id] = _Setup(
+            currency=session.get(Tenant, tenant_id).currency,
+            chosen=dict(session.execute(
+                sa.select(GatewayRoute.method, GatewayRoute.plugin_id)).all()),
+            enabled=frozenset(_manager().enabled_ids(tenant_id)), settings={})
+    return cache[tenant_id]
+
+
+@sa.event.listens_for(Session, "after_flush")
+def _forget_changed_setup(session: Session, flush_context) -> None:
+    if _SETUP in session.info and any(isinstance(obj, _SETUP_MODELS) for obj in itertools.chain(
+            session.new, session.dirty, session.deleted)):
+        del session.info[_SETUP]
+
+
+@sa.event.listens_for(Session, "after_soft_rollback")
+def _forget_setup(session: Session, previous_transaction) -> None:
+    session.info.pop(_SETUP, None)
+
+
 def enabled_gateways(session: Session) -> list[PaymentGateway]:
     """The payment_gateway plugins the acting tenant has enabled."""
     return _manager().plugins_for(_tenant_id(), PaymentGateway.kind)
@@ -117,18 +160,21 @@ def _gateway(session: Session, plugin_id: str, field: str) -> Gateway:
     plugin = _manager().get(plugin_id)
     if plugin is None or plugin.kind != PaymentGateway.kind:
         raise ValidationFailed({field: f"the gateway {plugin_id!r} is not installed"})
-    if plugin_id not in _manager().enabled_ids(_tenant_id()):
+    setup = _setup(session)
+    if plugin_id not in setup.enabled:
         raise ValidationFailed({field: f"the gateway {plugin.name} is not enabled (Plugins)"})
-    return Gateway(plugin, plugin_settings(session, plugin_id, plugin))
+    if plugin_id not in setup.settings:
+        setup.settings[plugin_id] = plugin_settings(session, plugin_id, plugin)
+    return Gateway(plugin, setup.settings[plugin_id])
 
 
 def routes(session: Session) -> dict[str, str | None]:
     """Which plugin takes each billing method now: the tenant's route, else the manual
     gateway's default for its methods when it is enabled, else None."""
-    chosen = dict(session.execute(sa.select(GatewayRoute.method, GatewayRoute.plugin_id)).all())
+    setup = _setup(session)
     manual = _manager().get(MANUAL)
-    manual_on = manual is not None and MANUAL in _manager().enabled_ids(_tenant_id())
-    return {method: chosen.get(method) or (
+    manual_on = manual is not None and MANUAL in setup.enabled
+    return {method: setup.chosen.get(method) or (
         MANUAL if manual_on and method in manual.methods else None)
         for method in PAYMENT_METHODS}
 
@@ -212,7 +258,7 @@ def _open_day(session: Session, day: dt.date) -> dt.date:
 
 
 def _currency(session: Session) -> str:
-    return session.get(Tenant, _tenant_id()).currency
+    return _setup(session).currency
 
 
 def deposit_account(method: str) -> str:
@@ -361,32 +407,39 @@ def _record(target, result: PaymentResult) -> None:
 
 def _post_payment(session: Session, payment: Payment, invoices: Sequence[Invoice],
                   entry_date: dt.date) -> None:
-    """Number, post and allocate a payment the gateway reported processed."""
+    """Allocate, number and post a payment the gateway reported processed (it has no
+    allocation yet: it was pending, undefined or new).
+
+    The receipt number bumps the tenant's receipt sequence, whose row lock every other payment
+    of the tenant then waits for until this transaction commits; so the allocations and the
+    restore check (a suspended subscriber back within grace) come before it, and only the
+    ledger entry, whose description carries the number, after."""
+    from headend.dunning.services import after_payment
+
     payment.status = "processed"
-    if payment.number is None:
-        payment.number = f"R-{next_value(session, RECEIPT_SEQUENCE):06d}"
-    entry = post_entry(
-        session, key=f"payment:{payment.id}", entry_date=entry_date, source_type="payment",
-        source_id=payment.id, description=f"Payment {describe(payment)}"[:255], legs=[
-            LegSpec(deposit_account(payment.method), debit=payment.amount),
-            LegSpec(ACCOUNTS_RECEIVABLE, credit=payment.amount,
-                    subscriber_id=payment.subscriber_id)])
-    payment.posted_entry_id = entry.id
     payment.unapplied = payment.amount
     for invoice in invoices:
         amount = min(payment.unapplied, invoice.balance_due)
         if amount > 0:
-            allocate(session, payment, invoice, amount)
+            allocate(session, payment, invoice, amount, first=True)
+    after_payment(session, payment.subscriber_id, dt.date.today())
+    if payment.number is None:
+        payment.number = f"R-{next_value(session, RECEIPT_SEQUENCE):06d}"
+    with session.no_autoflush:  # the number is written with the entry, in one flush
+        entry = post_entry(
+            session, key=f"payment:{payment.id}", entry_date=entry_date, source_type="payment",
+            source_id=payment.id, description=f"Payment {describe(payment)}"[:255], legs=[
+                LegSpec(deposit_account(payment.method), debit=payment.amount),
+                LegSpec(ACCOUNTS_RECEIVABLE, credit=payment.amount,
+                        subscriber_id=payment.subscriber_id)])
+    payment.posted_entry_id = entry.id
     session.flush()
 
 
-def _after_processed(session: Session, payment: Payment) -> None:
-    """Restore a suspended subscriber whose overdue balance is back within grace, and tell
-    the plugins."""
-    from headend.dunning.services import after_payment
-
-    after_payment(session, payment.subscriber_id, dt.date.today())
-    events.fire("payment_received", tenant_id=payment.tenant_id, payment_id=payment.id)
+def _payment_received(payment: Payment) -> None:
+    """Tell the plugins, when one listens (finding which ones are on costs a query)."""
+    if _manager().hook.payment_received.get_hookimpls():
+        events.fire("payment_received", tenant_id=payment.tenant_id, payment_id=payment.id)
 
 
 def receive_payment(session: Session, subscriber_id: int, amount: int, method: str,
@@ -411,13 +464,12 @@ def receive_payment(session: Session, subscriber_id: int, amount: int, method: s
             saved_method_id, source, transaction_id, memo, allow_archived)
         gateway = _payment_gateway(session, method, saved)
         currency = _currency(session)
-        new = Payment(
-            subscriber_id=subscriber.id, method=method, amount=amount, currency=currency,
+        new = Payment(  # the loaded rows, not their ids: the tenant check needs no query
+            subscriber=subscriber, method=method, amount=amount, currency=currency,
             received_on=received_on, reference=texts["reference"], memo=texts["memo"],
             source=source, plugin_id=gateway.plugin_id,
             transaction_id=transaction_id or f"pay-{uuid.uuid4().hex}",
-            saved_method_id=saved.id if saved else None, status="pending", unapplied=0,
-            refunded=0)
+            saved_method=saved, status="pending", unapplied=0, refunded=0)
         payment = _claim(session, new)
         if payment is not new:
             return payment  # recorded meanwhile by a concurrent call
@@ -428,7 +480,7 @@ def receive_payment(session: Session, subscriber_id: int, amount: int, method: s
         _record(payment, result)
         if payment.status == "processed":
             _post_payment(session, payment, invoices, received_on)
-            _after_processed(session, payment)
+            _payment_received(payment)
         session.flush()
     return payment
 
@@ -470,7 +522,9 @@ def open_invoices(session: Session, subscriber_id: int) -> list[Invoice]:
 def _settle_later(session: Session, payment: Payment, result: PaymentResult) -> bool:
     """Apply a later answer (webhook, reconciliation) to a pending or undefined payment;
     whether it changed. Processed posts on its date (or the first open day) and settles the
-    subscriber's open invoices oldest first."""
+    subscriber's open invoices oldest first. An autopay charge's attempt follows it."""
+    from headend.dunning.autopay import follow_payment
+
     status = _STATUS.get(result.status, "failed")
     if payment.status not in UNSETTLED or status in UNSETTLED:
         return False
@@ -478,7 +532,8 @@ def _settle_later(session: Session, payment: Payment, result: PaymentResult) -> 
     if status == "processed":
         invoices = _chosen_invoices(session, payment.subscriber_id, None)
         _post_payment(session, payment, invoices, _open_day(session, payment.received_on))
-        _after_processed(session, payment)
+        _payment_received(payment)
+    follow_payment(session, payment)
     session.flush()
     return True
 

@@ -32,7 +32,13 @@ from headend.ui import (
     labels_for,
     titled,
 )
-from headend.views_base import WRITE_ERRORS, HeadendInterface, HeadendModelView
+from headend.views_base import (
+    HeadendInterface,
+    HeadendModelView,
+    commit_service,
+    flash_errors,
+    row_or_404,
+)
 
 CATEGORY = "Billing"
 NO_TENANT = "Choose a tenant to act for (Platform > Act for tenant) first."
@@ -48,11 +54,6 @@ def _money(minor) -> str:
 
 def _method_text(method) -> str:
     return services.METHOD_LABELS.get(method, method or "—")
-
-
-def _flash_errors(errors: dict) -> None:
-    for field, messages in errors.items():
-        flash(f"{field.replace('_', ' ').capitalize()}: {' '.join(messages)}", "danger")
 
 
 def _date(raw, field: str, errors: dict) -> dt.date | None:
@@ -103,10 +104,7 @@ class PaymentView(LinkedListMixin, HeadendModelView):
     base_order = ("created_at", "desc")
 
     def _payment(self, pk) -> Payment:
-        payment = db.session.scalar(select(Payment).where(Payment.id == pk))
-        if payment is None:
-            abort(404)
-        return payment
+        return row_or_404(Payment, pk)
 
     @expose("/show/<pk>")
     @has_access
@@ -136,20 +134,11 @@ class PaymentView(LinkedListMixin, HeadendModelView):
             amount = _amount(values.get("amount"), errors)
             refunded_on = _date(values.get("refunded_on"), "refunded_on", errors)
             if not errors:
-                try:
-                    refund = services.refund_payment(
-                        db.session, payment.id, amount, refunded_on,
-                        values.get("reason") or None,
-                        transaction_id=values.get("transaction_id") or None)
-                    db.session.commit()
-                except ValidationFailed as exc:
-                    db.session.rollback()
-                    errors = exc.errors
-                except WRITE_ERRORS:
-                    db.session.rollback()
-                    errors = {"refund": ["the database refused the refund; nothing was "
-                                         "saved"]}
-                else:
+                refund, errors = commit_service(
+                    services.refund_payment, payment.id, amount, refunded_on,
+                    values.get("reason") or None,
+                    transaction_id=values.get("transaction_id") or None, subject="refund")
+                if not errors:
                     _flash_refund(refund)
                     return redirect(url_for("PaymentView.show", pk=payment.id))
         return self.render_template(
@@ -165,15 +154,11 @@ class PaymentView(LinkedListMixin, HeadendModelView):
         voided_on = _date(request.form.get("voided_on") or dt.date.today().isoformat(),
                           "voided_on", errors)
         if not errors:
-            try:
-                refund = services.void_payment(db.session, payment.id, voided_on,
-                                               request.form.get("reason") or None)
-                db.session.commit()
+            refund, errors = commit_service(services.void_payment, payment.id, voided_on,
+                                            request.form.get("reason") or None, subject="void")
+            if not errors:
                 _flash_refund(refund)
-            except ValidationFailed as exc:
-                db.session.rollback()
-                errors = exc.errors
-        _flash_errors(errors)
+        flash_errors(errors)
         return redirect(url_for("PaymentView.show", pk=payment.id))
 
     @expose("/receipt/<int:pk>")
@@ -209,10 +194,7 @@ class SubscriberPaymentsView(PermissionsMixin, BaseView):
     pk_model = Subscriber
 
     def _subscriber(self, pk) -> Subscriber:
-        sub = db.session.scalar(select(Subscriber).where(Subscriber.id == pk))
-        if sub is None:
-            abort(404)
-        return sub
+        return row_or_404(Subscriber, pk)
 
     @expose("/<int:pk>/receive", methods=["GET", "POST"])
     @has_access
@@ -236,23 +218,16 @@ class SubscriberPaymentsView(PermissionsMixin, BaseView):
             errors["saved_method"] = ["choose a saved payment method"]
         if errors:
             return self._page(sub, values, chosen, errors)
-        try:
-            payment = services.receive_payment(
-                db.session, sub.id, amount, values.get("method") or "", received_on,
-                reference=values.get("reference") or None, invoice_ids=invoice_ids,
-                saved_method_id=int(saved) if saved and values.get("method") in (
-                    "card", "echeck") else None,
-                transaction_id=values.get("transaction_id") or None,
-                memo=values.get("memo") or None,
-                allow_archived=values.get("allow_archived") == "y")
-            db.session.commit()
-        except ValidationFailed as exc:
-            db.session.rollback()
-            return self._page(sub, values, chosen, exc.errors)
-        except WRITE_ERRORS:
-            db.session.rollback()
-            flash("The database refused the payment; nothing was saved.", "danger")
-            return self._page(sub, values, chosen, {})
+        payment, errors = commit_service(
+            services.receive_payment, sub.id, amount, values.get("method") or "", received_on,
+            reference=values.get("reference") or None, invoice_ids=invoice_ids,
+            saved_method_id=int(saved) if saved and values.get("method") in (
+                "card", "echeck") else None,
+            transaction_id=values.get("transaction_id") or None,
+            memo=values.get("memo") or None,
+            allow_archived=values.get("allow_archived") == "y", subject="payment")
+        if errors:
+            return self._page(sub, values, chosen, errors)
         _flash_payment(payment)
         return redirect(url_for("PaymentView.show", pk=payment.id))
 
@@ -283,17 +258,18 @@ class SubscriberPaymentsView(PermissionsMixin, BaseView):
     def add_card(self, pk):
         sub = self._subscriber(pk)
         try:
-            saved = services.save_card(db.session, sub.id, request.form.get("token") or "",
-                                       request.form.get("method") or "card",
-                                       make_default=request.form.get("make_default") == "y")
-            db.session.commit()
-            flash(f"{saved} saved", "success")
-        except ValidationFailed as exc:
-            db.session.rollback()
-            _flash_errors(exc.errors)
+            saved, errors = commit_service(
+                services.save_card, sub.id, request.form.get("token") or "",
+                request.form.get("method") or "card",
+                make_default=request.form.get("make_default") == "y", subject="card")
         except services.GatewayDown as exc:
             db.session.rollback()
             flash(str(exc), "danger")
+        else:
+            if errors:
+                flash_errors(errors)
+            else:
+                flash(f"{saved} saved", "success")
         return redirect(url_for("SubscriberView.profile", pk=sub.id) + "#payment-methods")
 
 
