@@ -37,6 +37,7 @@ def _race(app, tenant, work, n=2):
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
     assert errors == []
     return results
 

@@ -35,6 +35,7 @@ def _race(app, tenant, work, n):
         thread.start()
     for thread in threads:
         thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
     assert errors == []
 
 

@@ -57,6 +57,7 @@ def test_void_and_refund_at_once_take_locks_in_one_order(app, books):
             thread.start()
         for thread in threads:
             thread.join(30)
+        assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
     assert errors == []
     books.expire_all()
     for sub_id, invoice_id, first_id, second_id in cases:

@@ -61,7 +61,7 @@ def test_any_payment_sequence_keeps_the_books_and_allocations_right(books, ops):
                 payments.refund_payment(books, payment.id, amount, JAN)
                 assert amount <= left
             except ValidationFailed as exc:
-                assert amount > left and "amount" in exc.errors or "payment" in exc.errors
+                assert amount > left and set(exc.errors) == {"amount"}
                 books.rollback()
         elif kind == "void" and invoices:
             invoice = invoices[pick % len(invoices)]

@@ -42,6 +42,8 @@ class WriteRefused(DomainError):
     """
 
     def __init__(self, exc: Exception):
+        if isinstance(exc, DatabaseException) and exc.__cause__ is not None:
+            exc = exc.__cause__  # FAB's wrapper: what the database said is its cause
         self.scope_error = isinstance(exc, TenantScopeError)
         if self.scope_error:
             message = f"{exc} (Platform > Act for tenant)"
@@ -61,8 +63,7 @@ class HeadendInterface(SQLAInterface):
             write(item)
         except WRITE_ERRORS as exc:
             self.session.rollback()
-            cause = exc.__cause__ if isinstance(exc, DatabaseException) else exc
-            raise WriteRefused(cause or exc) from exc
+            raise WriteRefused(exc) from exc
 
     def add(self, item, commit: bool = True) -> None:
         self._write(lambda i: super(HeadendInterface, self).add(i, commit), item)

@@ -77,9 +77,9 @@ def subscriber_log(session: Session, subscriber_id: int, limit: int = 200) -> li
         rows.append(LogRow(action.created_at.date(), "promise",
                            f"Promise to pay: no {what} before {action.not_before}"
                            f"{state}, by {action.created_by or 'system'}: {action.reason}"))
+    currency = drafting.currency(session)
     for row in session.scalars(sa.select(WriteOff).where(
             WriteOff.subscriber_id == subscriber_id)):
-        currency = drafting.currency(session)
         rows.append(LogRow(row.written_on, "write_off",
                            f"{format_money(row.amount, currency)} written off to bad debt "
                            f"(archived {row.archived_on})"))

@@ -109,10 +109,6 @@ class Payment(TenantOwned, Model):
     refunds: Mapped[list[Refund]] = relationship(
         back_populates="payment", order_by="Refund.id")
 
-    @property
-    def refundable(self) -> int:
-        return self.amount - self.refunded if self.status == "processed" else 0
-
 
 class PaymentAllocation(TenantOwned, Model):
     """How much of a payment settled which invoice (what a refund or void gives back)."""
