@@ -123,3 +123,124 @@ def test_active_lines_overlap_the_period(books):
                                                                 Period(MAR, dt.date(2024, 4, 1)))}
     assert got == {ids["open"], ids["starts_at_mar"], ids["starts_last_day"], ids["other"]}
     assert recurring.active_recurring_lines(books, [], Period(FEB, MAR)) == []
+
+
+# --- the profile box and the API ----------------------------------------------------------------
+
+def _web_subscriber(app, tenant, *, subscribed=False) -> int:
+    """A subscriber; `subscribed` gives it a package from today, so there is a period to bill."""
+    from headend.db import db
+    from headend.tenancy.context import acting_as
+
+    from tests import invoicing_helpers as inv
+
+    with app.app_context(), acting_as(tenant):
+        if not subscribed:
+            sub = subscriber(db.session)
+        else:
+            row = inv.subscriber(db.session)
+            inv.subscribe(db.session, row, inv.triple_play(db.session), start=dt.date.today())
+            sub = row.id
+        db.session.commit()
+        return sub
+
+
+def _lines(app, tenant) -> list[RecurringLine]:
+    from headend.db import db
+    from headend.tenancy.context import acting_as
+
+    with app.app_context(), acting_as(tenant):
+        lines = list(db.session.scalars(select(RecurringLine).order_by(RecurringLine.id)))
+        db.session.expunge_all()
+        return lines
+
+
+_FORM = {"description": "Loyalty discount", "kind": "discount", "quantity": "1",
+         "unit_price": "3.50", "start_date": "2024-01-01", "end_date": ""}
+
+
+def test_profile_box_adds_previews_and_deletes(app, make_tenant, login_as):
+    t = make_tenant()
+    sub = _web_subscriber(app, t, subscribed=True)
+    c = login_as(t, "Billing")
+    page = c.get(f"/subscriberview/profile/{sub}").get_data(as_text=True)
+    assert 'id="recurring-lines"' in page and "No recurring lines." in page
+    resp = c.post(f"/billing/recurring/add/{sub}", data=_FORM)
+    assert resp.status_code == 302 and f"/subscriberview/profile/{sub}" in resp.location
+    [line] = _lines(app, t)
+    assert (line.subscriber_id, line.kind, line.unit_price, line.end_date) == (
+        sub, "discount", D("3.5"), None)
+    page = c.get(f"/subscriberview/profile/{sub}").get_data(as_text=True)
+    assert f'data-recurring-line="{line.id}"' in page and "Loyalty discount" in page
+    preview = c.get(f"/billing/subscriber/{sub}/preview").get_data(as_text=True)
+    assert "Loyalty discount" in preview
+
+    c.post(f"/billing/recurring/add/{sub}",
+           data=_FORM | {"end_date": "2023-12-01", "unit_price": "x"})
+    flashed = c.get(f"/subscriberview/profile/{sub}").get_data(as_text=True)
+    assert "must be after the start date" in flashed and "must be a number" in flashed
+    assert len(_lines(app, t)) == 1
+
+    assert c.post(f"/billing/recurring/delete/{line.id}").status_code == 302
+    assert _lines(app, t) == []
+
+
+def test_profile_box_line_is_invoiced_now(app, make_tenant, login_as):
+    t = make_tenant()
+    sub = _web_subscriber(app, t, subscribed=True)
+    c = login_as(t, "Billing")
+    c.post(f"/billing/recurring/add/{sub}",
+           data=_FORM | {"kind": "charge", "description": "Static IP", "unit_price": "5"})
+    resp = c.post(f"/billing/subscriber/{sub}/invoice-now")
+    assert resp.status_code == 302 and "/invoiceview/detail/" in resp.location, resp.location
+    assert "Static IP" in c.get(resp.location).get_data(as_text=True)
+
+
+def test_profile_box_read_only_and_other_tenant(app, make_tenant, login_as):
+    t, other = make_tenant(), make_tenant("Other", "other")
+    sub, theirs = _web_subscriber(app, t), _web_subscriber(app, other)
+    reader = login_as(t, "ReadOnly")
+    page = reader.get(f"/subscriberview/profile/{sub}").get_data(as_text=True)
+    assert 'id="recurring-lines"' in page and 'id="add-recurring-line"' not in page
+    assert reader.post(f"/billing/recurring/add/{sub}", data=_FORM).status_code in (302, 403)
+    assert _lines(app, t) == []
+    writer = login_as(t, "Billing")
+    assert writer.post(f"/billing/recurring/add/{theirs}", data=_FORM).status_code == 404
+    other_writer = login_as(other, "Billing")
+    other_writer.post(f"/billing/recurring/add/{theirs}", data=_FORM)
+    [line] = _lines(app, other)
+    assert writer.post(f"/billing/recurring/delete/{line.id}").status_code == 404
+    assert len(_lines(app, other)) == 1
+
+
+def _subscriber_filter(sub: int) -> str:
+    return f"?q=(filters:!((col:subscriber,opr:rel_o_m,value:{sub})))"
+
+
+def test_api_lists_a_subscribers_lines_creates_and_deletes(app, make_tenant, api_as):
+    t, other = make_tenant(), make_tenant("Other", "other")
+    sub, second, theirs = (_web_subscriber(app, t), _web_subscriber(app, t),
+                           _web_subscriber(app, other))
+    c, headers = api_as(t, "Billing")
+    body = {"subscriber": sub, "description": "Static IP", "unit_price": "5",
+            "start_date": "2024-01-01", "end_date": "2024-06-01"}
+    created = c.post("/api/v1/recurring_line/", json=body, headers=headers)
+    assert created.status_code == 201, created.get_json()
+    line_id = created.get_json()["id"]
+    c.post("/api/v1/recurring_line/", json=body | {"subscriber": second}, headers=headers)
+    listed = c.get("/api/v1/recurring_line/" + _subscriber_filter(sub), headers=headers)
+    assert [row["id"] for row in listed.get_json()["result"]] == [line_id]
+    bad = c.post("/api/v1/recurring_line/", json=body | {"subscriber": theirs, "unit_price": ""},
+                 headers=headers)
+    assert bad.status_code == 422 and {"subscriber", "unit_price"} <= set(
+        bad.get_json()["message"])
+    reader, reader_headers = api_as(t, "ReadOnly")
+    assert reader.post("/api/v1/recurring_line/", json=body,
+                       headers=reader_headers).status_code in (401, 403)
+    assert reader.delete(f"/api/v1/recurring_line/{line_id}",
+                         headers=reader_headers).status_code in (401, 403)
+    outsider, outsider_headers = api_as(other, "Billing")
+    assert outsider.delete(f"/api/v1/recurring_line/{line_id}",
+                           headers=outsider_headers).status_code == 404
+    assert c.delete(f"/api/v1/recurring_line/{line_id}", headers=headers).status_code == 200
+    assert [line.subscriber_id for line in _lines(app, t)] == [second]

@@ -9,6 +9,7 @@ from headend.billing.changes import (
     change_package,
     hibernate,
     preview_change,
+    preview_credit,
     resume,
 )
 from headend.billing.defaults import update_invoice_defaults
@@ -132,6 +133,28 @@ def test_cancellation_credits_the_unused_days(books):
     assert invoice_now(s, sub.id, FEB1) is None
 
 
+def test_credit_previews_write_nothing_and_match_the_memo(books):
+    s = books
+    sub, subscription = _billed_january(s, hibernation_allowed=True)
+    # Cancelling on Jan 11 credits Jan 11 - Jan 31, 21 of 31 days:
+    # 49.99 x 21/31 = 1049.79/31 = 33.86419.. -> -33.8642 (33.86).
+    lines = preview_credit(s, subscription.id, JAN11)
+    assert [line.amount for line in lines] == [D("-33.8642")]
+    assert "21 of 31 days" in lines[0].explanation
+    held = preview_credit(s, subscription.id, JAN11, FEB1, "Hibernation")
+    assert [line.amount for line in held] == [D("-33.8642")]
+    assert counts(s) == (1, 1, 1) and _memos(s) == 0  # nothing written
+    assert subscription.status == "active" and subscription.cancel_on is None
+    assert subscription.hibernate_from is None
+    with pytest.raises(ValidationFailed) as failed:
+        preview_credit(s, subscription.id, dt.date(2025, 12, 31))
+    assert "cancel_date" in failed.value.errors
+    update_invoice_defaults(s, credit_unused_on_cancel=False)
+    assert preview_credit(s, subscription.id, JAN11) == []
+    update_invoice_defaults(s, credit_unused_on_cancel=True)
+    assert cancel_subscription(s, subscription.id, JAN11, today=JAN11).amount == 3386
+
+
 def test_cancellation_without_credit_and_in_the_future(books):
     s = books
     sub, subscription = _billed_january(s)
@@ -239,6 +262,17 @@ def test_the_subscription_page_previews_and_applies_changes(app, make_tenant, lo
     page = client.get(f"/subscriptionview/configure/{pk}").get_data(as_text=True)
     assert 'id="change-package-form"' in page and plus_name in page
     assert 'id="cancel-form"' in page and 'id="hibernate-form"' in page
+    assert 'id="preview-cancel"' in page and 'id="preview-hibernate"' in page
+    # Cancelling on the period's first day credits all of it: 49.99.
+    credit = client.get(f"/billing/subscription/{pk}/credit-preview?what=Cancellation"
+                        f"&cancel_date={first}").get_data(as_text=True)
+    assert 'id="credit-total">49.99 ' in credit and "Total credit (before tax)" in credit
+    held = client.get(f"/billing/subscription/{pk}/credit-preview?what=Hibernation"
+                      f"&start={first}&until={next_month}").get_data(as_text=True)
+    assert 'id="credit-total">49.99 ' in held
+    with app.app_context(), acting_as(t):
+        assert db.session.get(Subscription, pk).status == "active"
+        assert db.session.scalar(select(func.count(Memo.id))) == 0
     preview = client.get(f"/billing/subscription/{pk}/change?package_id={plus_id}"
                          f"&change_date={today}").get_data(as_text=True)
     assert "Credit: unused" in preview and 'id="apply-change"' in preview

@@ -16,7 +16,7 @@ from headend.billing.views import _date
 from headend.catalog.models import Package
 from headend.db import db
 from headend.errors import ValidationFailed
-from headend.money import format_money
+from headend.money import format_money, to_minor
 from headend.subscribers.models import Subscription
 from headend.tenancy import permissions as perms
 from headend.ui import PermissionsMixin, decimal_text
@@ -48,6 +48,7 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
     class_permission_name = perms.SUBSCRIPTIONS
     method_permission_name = {"change": perms.READ, "apply_change": perms.WRITE,
                               "cancel": perms.WRITE, "hibernate": perms.WRITE,
+                              "preview_credit": perms.READ,
                               "resume": perms.WRITE, "cancel_scheduled": perms.WRITE}
     pk_model = Subscription
 
@@ -89,6 +90,30 @@ class SubscriptionChangeView(PermissionsMixin, BaseView):
             errors=errors, package_id=package_id, change_date=day, can_write=_can_write(),
             money=decimal_text, net=preview.net(currency) if preview else 0,
             money_minor=lambda minor: format_money(minor, currency))
+
+    @expose("/<int:pk>/credit-preview")
+    @has_access
+    def preview_credit(self, pk):
+        """GET preview: the credit for billed days of cancelling on `cancel_date`, or of
+        hibernating from `start` to `until` (`what`), line by line."""
+        sub = _subscription(pk)
+        what = "Hibernation" if request.args.get("what") == "Hibernation" else "Cancellation"
+        names = ("start", "until") if what == "Hibernation" else ("cancel_date",)
+        dates, errors = self._dates(*names)
+        start, end = dates[0] or _today(), dates[1] if what == "Hibernation" else None
+        lines = []
+        if not errors:
+            try:
+                lines = changes.preview_credit(db.session, sub.id, start, end, what)
+            except ValidationFailed as exc:
+                errors.update(exc.errors)
+        db.session.rollback()  # a preview never writes
+        currency = drafting.currency(db.session)
+        return self.render_template(
+            "billing/subscription_credit_preview.html", subscription=sub, what=what,
+            lines=lines, errors=errors, start=start, end=end, money=decimal_text,
+            credit=format_money(-sum(to_minor(line.amount, currency) for line in lines),
+                                currency))
 
     @expose("/<int:pk>/change", methods=["POST"])
     @has_access

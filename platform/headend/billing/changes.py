@@ -277,12 +277,8 @@ def _credit_billed_days(session: Session, sub: Subscription, start: dt.date,
                        income_account_id=lines[0].income_account_id, credited_lines=lines)
 
 
-def cancel_subscription(session: Session, subscription_id, cancel_date, *,
-                        today: dt.date | None = None) -> Memo | None:
-    """Service ends on `cancel_date` (no longer served that day). Returns the credit memo for
-    the unused billed days when Invoice Defaults credit them, else None."""
-    today = today or dt.date.today()
-    sub = _subscription(session, subscription_id)
+def _check_cancel(session: Session, sub: Subscription, cancel_date) -> None:
+    """What `cancel_subscription` refuses (and so `preview_credit` too)."""
     errors: dict[str, list[str]] = {}
     require(errors, "cancel_date", _is_date(cancel_date), "must be a date")
     require(errors, "status", sub.status != "cancelled", "the subscription is already cancelled")
@@ -292,24 +288,10 @@ def cancel_subscription(session: Session, subscription_id, cancel_date, *,
         require(errors, "cancel_date", cancel_date >= last.period_start,
                 f"must be on or after the current period's start {last.period_start:%Y-%m-%d}")
         raise_if(errors)
-    memo = None
-    if drafting.settings(session).credit_unused_on_cancel:
-        memo = _credit_billed_days(session, sub, cancel_date, None, "Cancellation", today)
-    sub.cancel_on = cancel_date
-    sub.scheduled_package_id = sub.scheduled_change_on = None
-    if cancel_date <= today:
-        sub.status = "cancelled"
-    session.flush()
-    return memo
 
 
-def hibernate(session: Session, subscription_id, start, until=None, *,
-              today: dt.date | None = None) -> Memo | None:
-    """Put the subscription on hold from `start` to `until` (exclusive; None = until resumed).
-    Later periods are billed with the hibernation credit and fee (`charges_for`); days of
-    periods already billed are credited now (returns that credit memo, if any)."""
-    today = today or dt.date.today()
-    sub = _subscription(session, subscription_id)
+def _check_hibernate(session: Session, sub: Subscription, start, until) -> None:
+    """What `hibernate` refuses (and so `preview_credit` too)."""
     package = sub.package
     errors: dict[str, list[str]] = {}
     require(errors, "start", _is_date(start), "must be a date")
@@ -333,6 +315,53 @@ def hibernate(session: Session, subscription_id, start, until=None, *,
         require(errors, "start", start >= last.period_start,
                 f"must be on or after the current period's start {last.period_start:%Y-%m-%d}")
     raise_if(errors)
+
+
+def preview_credit(session: Session, subscription_id, start, end=None,
+                   what: str = "Cancellation") -> list[proration.ProratedLine]:
+    """The credited lines (before tax) that cancelling on `start`, or hibernating from `start`
+    to `end`, gives for days already billed, refused as the change itself would be; writes
+    nothing. A cancellation credits nothing when Invoice Defaults do not credit unused days."""
+    sub = _subscription(session, subscription_id)
+    if what == "Cancellation":
+        if end is not None:
+            raise ValidationFailed({"end": "a cancellation has no end date"})
+        _check_cancel(session, sub, start)
+        if not drafting.settings(session).credit_unused_on_cancel:
+            return []
+    elif what == "Hibernation":
+        _check_hibernate(session, sub, start, end)
+    else:
+        raise ValidationFailed({"what": "must be Cancellation or Hibernation"})
+    return _billed_pieces(session, sub, start, end, sub.package.name, credit=True)
+
+
+def cancel_subscription(session: Session, subscription_id, cancel_date, *,
+                        today: dt.date | None = None) -> Memo | None:
+    """Service ends on `cancel_date` (no longer served that day). Returns the credit memo for
+    the unused billed days when Invoice Defaults credit them, else None."""
+    today = today or dt.date.today()
+    sub = _subscription(session, subscription_id)
+    _check_cancel(session, sub, cancel_date)
+    memo = None
+    if drafting.settings(session).credit_unused_on_cancel:
+        memo = _credit_billed_days(session, sub, cancel_date, None, "Cancellation", today)
+    sub.cancel_on = cancel_date
+    sub.scheduled_package_id = sub.scheduled_change_on = None
+    if cancel_date <= today:
+        sub.status = "cancelled"
+    session.flush()
+    return memo
+
+
+def hibernate(session: Session, subscription_id, start, until=None, *,
+              today: dt.date | None = None) -> Memo | None:
+    """Put the subscription on hold from `start` to `until` (exclusive; None = until resumed).
+    Later periods are billed with the hibernation credit and fee (`charges_for`); days of
+    periods already billed are credited now (returns that credit memo, if any)."""
+    today = today or dt.date.today()
+    sub = _subscription(session, subscription_id)
+    _check_hibernate(session, sub, start, until)
     memo = _credit_billed_days(session, sub, start, until, "Hibernation", today)
     sub.hibernate_from, sub.hibernate_until = start, until
     if start <= today:
