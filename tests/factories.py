@@ -14,6 +14,7 @@ from headend.billing import models as billing
 from headend.catalog import models as cat
 from headend.dunning.models import ScheduledAction
 from headend.ledger.models import JournalEntry
+from headend.network import models as net
 from headend.payments import models as payments
 from headend.subscribers import models as sub
 from headend.tenancy.context import current_scope
@@ -128,6 +129,10 @@ def _scheduled_action(s: Session):
 
 
 BUILDERS = {
+    net.Router: lambda s: net.Router(name=f"Router {next(_seq)}", kind="mikrotik",
+                                     address="127.0.0.1"),
+    net.NetworkChange: lambda s: net.NetworkChange(target="radius", key=f"check:u{next(_seq)}",
+                                                   action="add", result="applied"),
     cat.Account: lambda s: cat.Account(code=f"9{next(_seq):03d}", name="Test", type="asset"),
     cat.TaxRate: lambda s: cat.TaxRate(label=f"Tax {next(_seq)}", kind="percent", rate=D("5")),
     cat.Item: lambda s: cat.Item(code=f"IT-{next(_seq)}", name="Thing", type="fee",

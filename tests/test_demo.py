@@ -1,13 +1,15 @@
 """The demo data the first README command loads."""
 
+import sqlalchemy as sa
 from click.testing import CliRunner
 from headend.billing.models import BilledPeriod, Invoice
 from headend.catalog.models import Package
 from headend.cli import main
 from headend.db import db
 from headend.demo import SUBSCRIBERS_PER_TENANT, TENANTS, month_starts
+from headend.network.models import UsageDaily
 from headend.payments.models import Payment
-from headend.subscribers.models import Subscriber, Subscription
+from headend.subscribers.models import ServiceInstance, Subscriber, Subscription
 from headend.tenancy.context import acting_as
 from headend.tenancy.models import Tenant
 from headend.tenancy.permissions import TENANT_ROLES
@@ -15,8 +17,10 @@ from headend.testing import login
 from sqlalchemy import func, select
 
 
-def test_demo_loads_once_and_every_role_can_log_in(app):
-    env = {"HEADEND_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"]}
+def test_demo_loads_once_and_every_role_can_log_in(app, tmp_path):
+    env = {"HEADEND_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "HEADEND_DEMO_RADIUS_DIR": str(tmp_path),
+           "HEADEND_SECRET_KEY": app.config["SECRET_KEY"]}
     result = CliRunner().invoke(main, ["demo", "--if-empty"], env=env, catch_exceptions=False)
     assert "operator" in result.output and "valley-readonly" in result.output
     again = CliRunner().invoke(main, ["demo", "--if-empty"], env=env, catch_exceptions=False)
@@ -50,6 +54,25 @@ def test_demo_loads_once_and_every_role_can_log_in(app):
         assert methods == {"cash", "check"}
         assert db.session.scalar(select(func.count()).select_from(Invoice).where(
             Invoice.status == "paid")) > 0
+        # Every Internet service is provisioned into the tenant's RADIUS database (the
+        # suspended ones in the suspended group), with a month of usage for the charts.
+        for slug in ("valley", "summit"):
+            tenant = db.session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+            with acting_as(tenant):
+                activated = db.session.scalar(select(func.count()).select_from(
+                    ServiceInstance).where(ServiceInstance.username.is_not(None)))
+                suspended = db.session.scalar(select(func.count()).select_from(
+                    ServiceInstance).join(Subscription).where(
+                    ServiceInstance.username.is_not(None), Subscription.status == "suspended"))
+                assert db.session.scalar(select(func.count()).select_from(UsageDaily)) == \
+                    30 * activated
+            radius = sa.create_engine(f"sqlite:///{tmp_path / f'radius-{slug}.db'}")
+            with radius.connect() as conn:
+                checks = conn.scalar(sa.text("SELECT count(*) FROM radcheck"))
+                groups = conn.scalar(sa.text(
+                    "SELECT count(*) FROM radusergroup WHERE groupname = 'headend-suspended'"))
+            radius.dispose()
+            assert (checks, groups) == (activated, suspended) and activated > 100
     for slug in ("valley", "summit"):
         for role in TENANT_ROLES:
             client = login(app.test_client(), f"{slug}-{role.lower()}", "headend-demo")

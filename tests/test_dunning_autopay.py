@@ -26,7 +26,7 @@ from headend.payments.services import (
 from headend.tenancy.context import acting_as
 from sqlalchemy import func, select
 
-from tests.dunning_helpers import ServiceListener, active_subscriber, day, owe, rules
+from tests.dunning_helpers import MAR1, ServiceListener, active_subscriber, day, owe, rules
 from tests.payments_helpers import card_token, enable_manual, enable_stripe, event, sdk, sign
 from tests.peers import stripe as peer
 
@@ -258,3 +258,24 @@ def test_a_lost_answer_reconciled_as_processed_pays_the_attempt(books, stripe_se
     assert s.scalar(select(func.count(Notice.id))) == 0
     assert run_autopay(s, day(3)).attempts == 0
     assert _intents(stripe_server) == 1
+
+
+def test_a_lost_answer_settled_later_pays_the_invoice_it_was_charged_for(books, stripe_server):
+    """An older invoice posted while the answer was lost stays open: the charge was for the
+    invoice the attempt named, not for whatever is oldest when the answer arrives."""
+    s = books
+    enable_stripe(s, stripe_server.url, timeout=1)
+    rules(s)
+    sub_saved = _autopay(s, stripe_server.url)
+    charged = owe(s, sub_saved[0], "25.00")
+    stripe_server.delay = 1.5
+    assert run_autopay(s, day(0)).attempts == 1
+    stripe_server.delay = 0
+    older = owe(s, sub_saved[0], "10.00", on=MAR1 - dt.timedelta(days=40))
+    deadline = time.monotonic() + 5
+    while not sdk(stripe_server.url).v1.charges.list().data and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert reconcile_undefined(s, settle_after=dt.timedelta(0))["payments"] == 1
+    s.commit()
+    assert s.get(Invoice, charged.id).status == "paid"
+    assert (s.get(Invoice, older.id).status, s.get(Invoice, older.id).amount_paid) == ("open", 0)

@@ -27,6 +27,7 @@ DOMAINS = (
     "headend.billing",
     "headend.payments",
     "headend.dunning",
+    "headend.network",
 )
 
 

@@ -193,6 +193,127 @@ def collections(ctx, run_date, tenant_slug, dry_run):
         click.echo(("would do " if dry_run else "done ") + result.describe())
 
 
+@main.command("import-payments")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tenant", "tenant_slug", required=True, help="The tenant (its slug).")
+@click.option("--method", default=None,
+              help="Method for lines that leave it blank (cash, check, bank_transfer, other).")
+@click.option("--allow-archived", is_flag=True, help="Accept payments to archived accounts.")
+@click.pass_context
+def import_payments(ctx, path, tenant_slug, method, allow_archived):
+    """Post a deposit file (CSV: account, amount, method, date, reference, memo,
+    transaction_id). Every line is checked first; importing the same file again posts nothing
+    twice."""
+    from pathlib import Path
+
+    from headend.db import db
+    from headend.dunning.collect import tenants
+    from headend.errors import ValidationFailed
+    from headend.payments.deposit_file import import_deposit_file
+    from headend.tenancy.context import acting_as
+
+    data = Path(path).read_bytes()
+    app = _app(ctx)
+    with app.app_context():
+        try:
+            ((tenant_id, _slug),) = tenants(db.session, tenant_slug)
+            with acting_as(tenant_id, actor_name="payments import"):
+                session = db.session
+                with click.progressbar(length=data.count(b"\n"), label=Path(path).name,
+                                       show_pos=True) as bar:
+                    result = import_deposit_file(
+                        session, data, default_method=method, allow_archived=allow_archived,
+                        progress=bar.update, after_chunk=session.commit)
+        except ValidationFailed as exc:
+            db.session.rollback()
+            raise click.ClickException("\n".join(
+                f"{field}: {' '.join(reasons)}" for field, reasons in exc.errors.items())) from exc
+    click.echo(result.describe())
+
+
+@main.group()
+def network():
+    """Routers, RADIUS and the reconciler."""
+
+
+@network.command("reconcile")
+@click.option("--tenant", "tenant_slug", default=None, help="Only this tenant (its slug).")
+@click.option("--dry-run", is_flag=True, help="Show the changes; apply nothing.")
+@click.option("--verbose", "-v", is_flag=True, help="List the changes of each target.")
+@click.pass_context
+def network_reconcile(ctx, tenant_slug, dry_run, verbose):
+    """Make routers and RADIUS equal to billing state (only the difference is applied)."""
+    from headend.db import db
+    from headend.dunning.collect import tenants
+    from headend.errors import ValidationFailed
+    from headend.network.reconcile import reconcile
+    from headend.tenancy.context import acting_as
+
+    app = _app(ctx)
+    failed = False
+    with app.app_context():
+        try:
+            chosen = tenants(db.session, tenant_slug)
+        except ValidationFailed as exc:
+            raise click.ClickException(str(exc.errors)) from exc
+        with click.progressbar(chosen, label="dry run" if dry_run else "reconcile",
+                               show_pos=True) as bar:
+            reports = []
+            for tenant_id, slug in bar:
+                with acting_as(tenant_id, actor_name="network"):
+                    results = reconcile(db.session, dry_run=dry_run)
+                    if dry_run:
+                        db.session.rollback()
+                    else:
+                        db.session.commit()
+                reports.append((slug, results))
+    for slug, results in reports:
+        for result in results:
+            failed |= result.status != "ok"
+            click.echo(f"{slug} {result.describe()}")
+            if verbose or dry_run:
+                for line in result.sample:
+                    click.echo(f"    {line}")
+    if failed:
+        raise SystemExit(1)
+
+
+@network.command("import-usage")
+@click.option("--tenant", "tenant_slug", default=None, help="Only this tenant (its slug).")
+@click.pass_context
+def network_import_usage(ctx, tenant_slug):
+    """Count new traffic from RADIUS accounting into daily usage (only what grew since the
+    last import: safe to rerun)."""
+    from headend.db import db
+    from headend.dunning.collect import tenants
+    from headend.errors import ValidationFailed
+    from headend.network.usage import import_usage
+    from headend.tenancy.context import acting_as
+
+    app = _app(ctx)
+    reports = []
+    with app.app_context():
+        try:
+            chosen = tenants(db.session, tenant_slug)
+        except ValidationFailed as exc:
+            raise click.ClickException(str(exc.errors)) from exc
+        for tenant_id, slug in chosen:
+            # How many records wait is not known before reading them: the bar counts them.
+            with click.progressbar((n for n in ()), label=f"usage {slug}",
+                                   show_pos=True) as bar, \
+                    acting_as(tenant_id, actor_name="usage import"):
+                try:
+                    reports.append((slug, import_usage(db.session, progress=bar.update)
+                                    .describe(), True))
+                except Exception as exc:  # noqa: BLE001  (reported; the other tenants go on)
+                    db.session.rollback()
+                    reports.append((slug, f"failed - {type(exc).__name__}: {exc}", False))
+    for slug, report, _ok in reports:
+        click.echo(f"{slug} {report}")
+    if not all(ok for _slug, _report, ok in reports):
+        raise SystemExit(1)
+
+
 @main.command()
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")

@@ -1,4 +1,5 @@
-"""Demo data: two ISPs with the seed catalog, 200 subscribers each, and a user per role."""
+"""Demo data: two ISPs with the seed catalog, 200 subscribers each (billed, paid, some late,
+their Internet service provisioned into a local RADIUS database), and a user per role."""
 
 from __future__ import annotations
 
@@ -208,6 +209,45 @@ def _history(session: Session, slug: str, rnd: random.Random) -> None:
         session.commit()
 
 
+def radius_url(app, slug: str) -> str:
+    """The demo's RADIUS database: a SQLite file in DEMO_RADIUS_DIR (default: the working
+    directory), which a FreeRADIUS with the sql module can serve as it is."""
+    from pathlib import Path
+
+    folder = Path(app.config.get("DEMO_RADIUS_DIR") or ".").resolve()
+    return f"sqlite:///{folder / f'radius-{slug}.db'}"
+
+
+def _network(session: Session, slug: str, url: str, rnd: random.Random) -> None:
+    """FreeRADIUS on for the tenant, every Internet service provisioned (credentials from the
+    tenant's pattern), and a month of daily usage for the charts. The commit's reconcile
+    writes the RADIUS rows."""
+    from headend.network.models import UsageDaily
+    from headend.network.services import activate, autofill
+    from headend.plugins.services import configure_plugin
+    from headend.subscribers.models import ServiceInstance
+
+    tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+    today = dt.date.today()
+    with acting_as(tenant_id, None, "demo"):
+        configure_plugin(session, "freeradius", True, {"database_url": url})
+        services = session.scalars(
+            select(ServiceInstance).join(PackageServiceLine).join(Service)
+            .where(Service.type == "internet", ServiceInstance.status == "active")
+            .order_by(ServiceInstance.id)).all()
+        for n, service in enumerate(services):
+            username, password = autofill(session, service.id)
+            activate(session, service.id, username=username, password=password,
+                     static_ip=f"100.64.{n // 250}.{n % 250 + 2}" if n % 7 == 0 else None)
+            heavy = rnd.random() < 0.1
+            session.add_all(UsageDaily(
+                service_id=service.id, day=today - dt.timedelta(days=k),
+                download_bytes=rnd.randrange(2, 40 if heavy else 12) * 250_000_000,
+                upload_bytes=rnd.randrange(1, 8) * 50_000_000,
+                session_seconds=rnd.randrange(4, 24) * 3600) for k in range(30))
+        session.commit()
+
+
 def load_demo(app) -> list[tuple[str, str, str]]:
     """Load everything; returns (username, role, tenant) for the printed login table."""
     from headend.db import db
@@ -230,6 +270,7 @@ def load_demo(app) -> list[tuple[str, str, str]]:
                 db.session.commit()
                 # Invoices, by the same billing run the nightly job uses, and their payments.
                 _history(db.session, slug, rnd)
+                _network(db.session, slug, radius_url(app, slug), rnd)
                 for role in TENANT_ROLES:
                     username = f"{slug}-{role.lower()}"
                     user = sm.add_user(username, name.split()[0], role,

@@ -84,6 +84,22 @@ def enqueue(queue: str, func, *args, job_id: str, app: Flask | None = None,
     return Enqueued(job_id, _value(job.get_status(refresh=False)))
 
 
+def enqueue_in(queue: str, func, *args, delay: dt.timedelta, job_id: str,
+               app: Flask | None = None) -> Enqueued | None:
+    """Run `func(*args)` on `queue` after `delay` (a retry with backoff). Needs Redis and a
+    worker started `--with-scheduler`; without Redis nothing is scheduled (None): in-process
+    work is retried by the next event or the daily jobs instead of blocking a request."""
+    app = app or current_app._get_current_object()
+    if not redis_url(app):
+        return None
+    from rq import Queue
+
+    job = Queue(queue_name(queue, app), connection=connection(app)).enqueue_in(
+        delay, func, *args, job_id=rq_job_id(job_id, app), job_timeout=3600,
+        result_ttl=7 * 86400, failure_ttl=30 * 86400)
+    return Enqueued(job_id, _value(job.get_status(refresh=False)))
+
+
 def _value(status) -> str:
     return getattr(status, "value", status)
 
@@ -113,13 +129,17 @@ def app_context(app: Flask | None = None):
 def daily_jobs(day: dt.date, app: Flask | None = None) -> list[Enqueued]:
     """Enqueue what runs once a day: every active tenant's dated subscription changes, then
     its billing run, then its collections (same queue, so a worker takes them in that order);
-    autopay and the reconciliation of unsettled payments go on the payments queue."""
+    autopay and the reconciliation of unsettled payments go on the payments queue, the network
+reconcile (drift repair) and usage import on the network queue."""
     from headend.billing.jobs import enqueue_billing_runs, enqueue_due_changes
     from headend.dunning.jobs import enqueue_daily as enqueue_collections
+    from headend.network.jobs import enqueue_daily as enqueue_network
+    from headend.network.jobs import enqueue_usage_imports
     from headend.payments.jobs import enqueue_reconciles
 
     return (enqueue_due_changes(day, app=app) + enqueue_billing_runs(day, app=app)
-            + enqueue_collections(day, app=app) + enqueue_reconciles(day, app=app))
+            + enqueue_collections(day, app=app) + enqueue_reconciles(day, app=app)
+            + enqueue_network(day, app=app) + enqueue_usage_imports(app=app))
 
 
 def run_scheduler(app: Flask, *, once: bool = False, at_hour: int = 1, sleep=None,

@@ -16,6 +16,7 @@ MODEL_MODULES = (
     "headend.billing.models",
     "headend.payments.models",
     "headend.dunning.models",
+    "headend.network.models",
 )
 
 

@@ -15,6 +15,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from headend.catalog.models import Account
 from headend.catalog.services import ACCOUNTS_RECEIVABLE
@@ -73,6 +74,14 @@ def insert_rows(session: Session, model, rows: list[dict]) -> None:
                 copy.write_row(values)
     except psycopg.errors.IntegrityError as exc:  # as the ORM path raises it
         raise IntegrityError(statement, None, exc) from exc
+
+
+def forget(session: Session, model, ids) -> None:
+    """Expire the loaded copies of rows a bulk statement changed: the next read reloads."""
+    for row_id in ids:
+        obj = session.identity_map.get(identity_key(model, row_id))
+        if obj is not None:
+            session.expire(obj)
 
 
 def allocate_ids(session: Session, model, n: int) -> list[int]:

@@ -55,6 +55,7 @@ class DueCharges:
     currency: str
     charges: list[Charge] = field(default_factory=list)
     periods: list[tuple[int, periods.Period]] = field(default_factory=list)  # (subscription, p)
+    usage: dict[int, Charge] = field(default_factory=dict)  # UsageCharge id -> its line
 
 
 def settings(session: Session) -> InvoiceDefaults:
@@ -303,9 +304,16 @@ def due_charges(session: Session, payer: Subscriber, on_date: dt.date,
     accounts = account_ids(session)
     charges, billed = _subscription_charges(
         session, defaults, subscriptions_billed_to(session, payer.id), on_date, accounts)
+    usage = {}
     if billed:
+        from headend.network.usage_billing import pending_usage  # network imports drafting
+
         charges += recurring_charges(session, payer.id, on_date, accounts)
         charges += paper_fee(defaults, payer, accounts)
+        owners = {payer.id} | {s.subscriber_id for s in subscriptions_billed_to(session, payer.id)}
+        usage = {u.charge_id: u.charge for u in pending_usage(session, owners, [payer.id],
+                                                              accounts)}
+        charges += usage.values()
     due = on_date + dt.timedelta(days=defaults.due_days)
     return DueCharges(payer.id, on_date, due, currency(session), cap_discounts(charges),
-                      billed)
+                      billed, usage)

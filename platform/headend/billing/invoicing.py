@@ -127,11 +127,15 @@ def draft_invoice_for(session: Session, subscriber_id: int, on_date: dt.date,
     session.add(invoice)
     session.flush()
     taken = _claim_periods(session, invoice, due.periods)
-    charges = [c for c in due.charges if c.subscription_id not in taken]
     if len(taken) == len({s for s, _ in due.periods}):
         session.delete(invoice)
         session.flush()
         return None
+    from headend.network.usage_billing import mark_invoiced  # network imports billing
+
+    claimed = mark_invoiced(session, dict.fromkeys(due.usage, invoice.id))
+    lost = {id(c) for cid, c in due.usage.items() if cid not in claimed}
+    charges = [c for c in due.charges if c.subscription_id not in taken and id(c) not in lost]
     invoice.lines = [_line(c, n, due.currency)
                      for n, c in enumerate(ordered_charges(charges, payer.id), start=1)]
     _totals(invoice)
@@ -500,6 +504,9 @@ def void_invoice(session: Session, invoice_id, on_date: dt.date | None = None) -
     invoice.status, invoice.voided_at = "void", utcnow()
     session.execute(delete(BilledPeriod).where(BilledPeriod.invoice_id == invoice.id)
                     .execution_options(synchronize_session=False))
+    from headend.network.usage_billing import release  # network imports billing
+
+    release(session, invoice.id)
     session.flush()
     return invoice
 
@@ -593,6 +600,9 @@ def delete_draft(session: Session, invoice_id) -> None:
     raise_if(errors)
     session.execute(delete(BilledPeriod).where(BilledPeriod.invoice_id == invoice.id)
                     .execution_options(synchronize_session=False))
+    from headend.network.usage_billing import release  # network imports billing
+
+    release(session, invoice.id)
     session.delete(invoice)
     session.flush()
 

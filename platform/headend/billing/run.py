@@ -79,6 +79,7 @@ from headend.errors import ValidationFailed
 from headend.ledger.models import JournalEntry
 from headend.ledger.services import LegSpec, refuse_closed_books
 from headend.money import format_money, to_minor
+from headend.network.usage_billing import mark_invoiced, pending_usage, rate_usage
 from headend.plugins.interfaces import TaxEngineRejected, TaxLine, TaxRequest, TaxResult
 from headend.subscribers.models import Subscriber, Subscription, subscriber_tax_rate
 from headend.subscribers.services import unit_price
@@ -241,6 +242,8 @@ class _TenantRunner:
         self.defaults = _defaults(session)
         if not self.dry_run:
             session.commit()  # the defaults row, when this is the tenant's first use
+            rate_usage(session, self.run_date)  # ended usage periods, for the invoices below
+            session.commit()
         self.payers = _payers(session)
         candidates = _candidates(session, self.run_date, self.defaults, payers=self.payers)
         self.result.candidates = len(candidates)
@@ -543,6 +546,7 @@ class _Draft:
     tax_status: str = "ok"
     id: int | None = None
     number: str | None = None
+    usage_charges: list[int] = field(default_factory=list)  # UsageCharge ids it carries
     # Prepared by `_prepare` once taxed: what `_write` inserts, less ids and the number.
     legs: tuple[LegSpec, ...] = ()
     line_rows: list[dict] = field(default_factory=list)
@@ -591,6 +595,7 @@ class _InvoiceBuilder:
             return []
         payers = self._payer_rows(drafts)
         self._recurring(charges, drafts)
+        self._usage(charges, drafts)
         for payer, draft in drafts.items():
             charges[payer] += paper_fee(d, payers[payer], self.catalog.accounts)
             item_ids = self._item_ids(charges[payer])
@@ -645,6 +650,16 @@ class _InvoiceBuilder:
             charge = drafting.recurring_charge(row, accounts)
             self.recurring_items[id(charge)] = row.item_id
             charges[payer].append(charge)
+
+    def _usage(self, charges: dict[int, list[Charge]], drafts: dict[int, _Draft]) -> None:
+        """Rated usage not invoiced yet (network.usage_billing), in arrears on these payers'
+        invoices."""
+        owners = set(drafts) | {child for child, payer in self.runner.payers.items()
+                                if payer in drafts}
+        for pending in pending_usage(self.runner.session, owners, drafts,
+                                     self.catalog.accounts):
+            charges[pending.payer_id].append(pending.charge)
+            drafts[pending.payer_id].usage_charges.append(pending.charge_id)
 
     def _item_ids(self, charges: list[Charge]) -> dict[int, int | None]:
         items = dict(self.recurring_items)
@@ -843,6 +858,9 @@ def _write(runner: _TenantRunner, drafts: list[_Draft]) -> None:
         Subscription.scheduled_package_id.is_not(None))))
     if scheduled:
         apply_schedule(session, [item for item in billed if item[0] in scheduled])
+    usage = {charge_id: inv.id for inv in drafts for charge_id in inv.usage_charges}
+    if len(mark_invoiced(session, usage)) != len(usage):  # an Invoice Now took one meanwhile
+        raise RuntimeError("usage charges were invoiced meanwhile: run the chunk again")
     _apply_credits(session, [inv for inv in drafts if inv.id in posted])
 
 

@@ -43,11 +43,16 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
 from headend.audit.models import AuditLog
 from headend.billing import drafting
-from headend.billing.bulk import BulkEntry, allocate_ids, insert_rows, post_entries_bulk
+from headend.billing.bulk import (
+    BulkEntry,
+    allocate_ids,
+    forget,
+    insert_rows,
+    post_entries_bulk,
+)
 from headend.billing.defaults import invoice_defaults
 from headend.billing.models import Invoice, InvoiceLine, Memo
 from headend.billing.numbering import format_number, reserve_invoice_numbers
@@ -483,7 +488,7 @@ class _Run:
                    Subscriber.status == "active")
             .values(status="suspended").returning(Subscriber.id)
             .execution_options(synchronize_session=False)))
-        _forget(s, Subscriber, changed)
+        forget(s, Subscriber, changed)
         rows = [r for r in rows if r.subscriber_id in changed]  # in candidate order
         subscriptions: dict[int, list[int]] = {r.subscriber_id: [] for r in rows}
         for sub_id, owner in s.execute(
@@ -538,15 +543,7 @@ def _update(session: Session, model, ids: list[int], **values) -> None:
     if ids:
         session.execute(sa.update(model).where(among(model.id, ids)).values(**values)
                         .execution_options(synchronize_session=False))
-        _forget(session, model, ids)
-
-
-def _forget(session: Session, model, ids) -> None:
-    """Expire the loaded copies of rows a bulk statement changed: the next read reloads."""
-    for row_id in ids:
-        obj = session.identity_map.get(identity_key(model, row_id))
-        if obj is not None:
-            session.expire(obj)
+        forget(session, model, ids)
 
 
 def _remember(session: Session, subscriptions: dict[int, list[int]], today: dt.date) -> None:
@@ -560,7 +557,7 @@ def _remember(session: Session, subscriptions: dict[int, list[int]], today: dt.d
         session.execute(sa.update(SubscriberCollection), [
             {"id": rows[owner], "suspended_on": today, "suspended_subscription_ids": ids}
             for owner, ids in subscriptions.items() if owner in rows])
-        _forget(session, SubscriberCollection, rows.values())
+        forget(session, SubscriberCollection, rows.values())
     insert_rows(session, SubscriberCollection, [dict(
         subscriber_id=owner, autopay=False, autopay_method_id=None, grace_days=None,
         grace_amount=None, never_suspend=False, no_late_fees=False, archived_on=None,

@@ -2,4 +2,4 @@
 gateway notifications."""
 
 # Modules whose register(appbuilder) adds this domain's pages, APIs and the webhook endpoint.
-REGISTRARS = ("views", "api", "webhook")
+REGISTRARS = ("views", "import_views", "api", "webhook")

@@ -1,19 +1,21 @@
 """Moving a payment's money onto invoices and back: the one place PaymentAllocation,
-Invoice.amount_paid and Payment.unapplied change together.
+Invoice.amount_paid and Payment.unapplied change together (payments.batch does the same for
+many new payments at once, set-based).
 
 Kept apart from payments.services (and free of Flask, gateways and the ledger) so that
 billing.memos can spend payment credit on a new invoice exactly as it spends credit memos,
 without importing the payments domain's services. Callers lock the invoice and the payment.
 
 Lock order (PostgreSQL row locks; SQLite has one database lock): a payment before the invoices
-it settles, and several payments in id order. Receiving, settling later (webhook,
-reconciliation) and refunding lock the payment, then its invoices; voiding an invoice locks the
-payments that settled it (`release_invoice_payments`, which billing.memos calls before it
-touches the invoice), then changes the invoice. The one transaction that locks an invoice
-before payments, `spend_payment_credit` under billing.memos.apply_account_credit, works on an
-invoice being posted in that same transaction: it has no allocations yet and no other
-transaction can lock it, so nothing holding a payment ever waits for it - no cycle, no
-deadlock.
+it settles, several payments in id order, several invoices in id order (whatever order they are
+settled in: a batch of payments locks all its subscribers' open invoices at once). Receiving,
+settling later (webhook, reconciliation) and refunding lock the payment, then its invoices;
+voiding an invoice locks the payments that settled it (`release_invoice_payments`, which
+billing.memos calls before it touches the invoice), then changes the invoice. The one
+transaction that locks an invoice before payments, `spend_payment_credit` under
+billing.memos.apply_account_credit, works on an invoice being posted in that same transaction:
+it has no allocations yet and no other transaction can lock it, so nothing holding a payment
+ever waits for it - no cycle, no deadlock.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from marshmallow import Schema, fields
 from headend.db import db
 from headend.errors import NotFound, ValidationFailed, raise_if
 from headend.payments import services
+from headend.payments.batch import PaymentLine, receive_payments
 from headend.payments.models import Payment, Refund, SavedPaymentMethod
 from headend.tenancy import permissions as perms
 from headend.views_base import HeadendInterface, HeadendModelRestApi, commit_service
@@ -146,7 +147,8 @@ class PaymentApi(_Api):
 
     resource_name = "payment"
     datamodel = HeadendInterface(Payment)
-    include_route_methods = {"get", "get_list", "info", "post"}
+    include_route_methods = {"get", "get_list", "info", "post", "post_batch"}
+    method_permission_name = {**perms.METHOD_PERMISSIONS, "post_batch": perms.WRITE}
     list_columns = show_columns = list(PaymentSchema._declared_fields)
     list_model_schema = PaymentListSchema()
     show_model_schema = PaymentSchema()
@@ -174,6 +176,74 @@ class PaymentApi(_Api):
             allow_archived=data.get("allow_archived") is True, subject="payment")
         return self.response(200 if replay else 201, id=payment.id,
                              result=PaymentSchema().dump(payment))
+
+
+    @expose("/batch", methods=["POST"])
+    @protect()
+    @safe
+    def post_batch(self):
+        """Post many payments at once (a deposit, a lockbox file): all or nothing.
+        ---
+        post:
+          description: >-
+            Each line settles its subscriber's open invoices oldest first, in the order
+            given. A transaction_id already recorded is skipped and listed in skipped; a bad
+            line refuses the whole batch with 422 naming it (lines.3.amount).
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    allow_archived: {type: boolean}
+                    payments:
+                      type: array
+                      items:
+                        type: object
+                        properties:
+                          subscriber: {type: integer}
+                          account: {type: string, description: the account number}
+                          amount: {type: integer, description: minor units}
+                          method: {type: string, enum: [cash, check, bank_transfer, other]}
+                          received_on: {type: string, format: date}
+                          reference: {type: string}
+                          memo: {type: string}
+                          transaction_id: {type: string}
+          responses:
+            201: {description: posted}
+            422: {description: refused; nothing written}
+        """
+        return self._write(self._receive_batch)
+
+    def _receive_batch(self):
+        data = _body({"payments", "allow_archived"})
+        rows = data.get("payments")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValidationFailed({"payments": "must be a list of payment objects"})
+        lines, errors = [], {}
+        for n, row in enumerate(rows):
+            unknown = set(row) - _LINE_FIELDS
+            errors.update({f"lines.{n}.{k}": "is not accepted here" for k in sorted(unknown)})
+            try:
+                received_on = dt.date.fromisoformat(row.get("received_on"))
+            except (TypeError, ValueError):
+                errors[f"lines.{n}.received_on"] = "must be a date (YYYY-MM-DD)"
+                continue
+            lines.append(PaymentLine(
+                amount=row.get("amount"), method=row.get("method"), received_on=received_on,
+                subscriber_id=row.get("subscriber"), account=row.get("account"),
+                reference=row.get("reference"), memo=row.get("memo"),
+                transaction_id=row.get("transaction_id")))
+        raise_if(errors)
+        result = _commit(receive_payments, lines, source="import",
+                         allow_archived=data.get("allow_archived") is True, subject="payment")
+        return self.response(201, result={
+            "posted": result.posted, "skipped": result.skipped, "amount": result.amount,
+            "receipts": list(result.receipts) if result.receipts else None})
+
+
+_LINE_FIELDS = {"subscriber", "account", "amount", "method", "received_on", "reference", "memo",
+                "transaction_id"}
 
 
 class RefundApi(_Api):

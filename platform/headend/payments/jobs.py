@@ -24,7 +24,7 @@ def run_reconcile(tenant_id: int) -> dict:
     from headend.tenancy.context import acting_as
 
     with app_context(), acting_as(tenant_id, actor_name="payments reconciliation"):
-        done = reconcile_undefined(db.session)
+        done = reconcile_undefined(db.session, after_each=db.session.commit)
         db.session.commit()
         return done
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from headend.billing.models import Invoice
 from headend.catalog.services import ACCOUNTS_RECEIVABLE, CASH, UNDEPOSITED_FUNDS
@@ -369,18 +369,23 @@ def _claim(session: Session, payment: Payment) -> Payment:
 
 
 def _chosen_invoices(session: Session, subscriber_id: int, invoice_ids) -> list[Invoice]:
-    """The invoices the payment settles, locked: the chosen ones in the order given, else the
-    subscriber's open invoices, oldest due first."""
+    """The invoices the payment settles: the chosen ones in the order given, else the
+    subscriber's open invoices, oldest due first. Locked in id order, as every payment path
+    locks invoices (payments.allocation), whatever order they settle in."""
     if invoice_ids is None:
-        return list(session.scalars(
+        return sorted(session.scalars(
             sa.select(Invoice)
             .where(Invoice.subscriber_id == subscriber_id, Invoice.status.in_(OPEN_STATUSES))
-            .order_by(Invoice.due_date, Invoice.invoice_date, Invoice.id)
-            .with_for_update().execution_options(populate_existing=True)))
+            .order_by(Invoice.id)
+            .with_for_update().execution_options(populate_existing=True)),
+            key=lambda inv: (inv.due_date, inv.invoice_date, inv.id))
+    wanted = list(dict.fromkeys(invoice_ids))
+    found = {inv.id: inv for inv in session.scalars(
+        sa.select(Invoice).where(Invoice.id.in_(wanted)).order_by(Invoice.id)
+        .with_for_update().execution_options(populate_existing=True))}
     errors: dict[str, list[str]] = {}
-    chosen = []
-    for invoice_id in dict.fromkeys(invoice_ids):
-        invoice = _one(session, Invoice, invoice_id, lock=True)
+    for invoice_id in wanted:
+        invoice = found.get(invoice_id)
         if invoice is None:
             require(errors, "invoice_ids", False, f"invoice {invoice_id} does not exist")
         elif invoice.subscriber_id != subscriber_id:
@@ -390,10 +395,8 @@ def _chosen_invoices(session: Session, subscriber_id: int, invoice_ids) -> list[
             require(errors, "invoice_ids", False,
                     f"invoice {invoice.number or invoice.id} is "
                     f"{invoice.status.replace('_', ' ')}, not open")
-        else:
-            chosen.append(invoice)
     raise_if(errors)
-    return chosen
+    return [found[invoice_id] for invoice_id in wanted]
 
 
 def _record(target, result: PaymentResult) -> None:
@@ -522,15 +525,20 @@ def open_invoices(session: Session, subscriber_id: int) -> list[Invoice]:
 def _settle_later(session: Session, payment: Payment, result: PaymentResult) -> bool:
     """Apply a later answer (webhook, reconciliation) to a pending or undefined payment;
     whether it changed. Processed posts on its date (or the first open day) and settles the
-    subscriber's open invoices oldest first. An autopay charge's attempt follows it."""
+    invoice an autopay charge was made for first, then the subscriber's open invoices oldest
+    first. An autopay charge's attempt follows it."""
     from headend.dunning.autopay import follow_payment
+    from headend.dunning.models import AutopayAttempt
 
     status = _STATUS.get(result.status, "failed")
     if payment.status not in UNSETTLED or status in UNSETTLED:
         return False
     _record(payment, result)
     if status == "processed":
-        invoices = _chosen_invoices(session, payment.subscriber_id, None)
+        charged_for = session.scalar(sa.select(AutopayAttempt.invoice_id)
+                                     .where(AutopayAttempt.payment_id == payment.id))
+        invoices = sorted(_chosen_invoices(session, payment.subscriber_id, None),
+                          key=lambda inv: inv.id != charged_for)  # stable: the rest by age
         _post_payment(session, payment, invoices, _open_day(session, payment.received_on))
         _payment_received(payment)
     follow_payment(session, payment)
@@ -653,25 +661,33 @@ def _settle_refund_later(session: Session, refund: Refund, result: PaymentResult
 
 # --- reconciling what the provider has not told yet ------------------------------------------
 
-def reconcile_undefined(session: Session, settle_after: dt.timedelta = SETTLE_AFTER
-                        ) -> dict[str, int]:
+def reconcile_undefined(session: Session, settle_after: dt.timedelta = SETTLE_AFTER, *,
+                        after_each: Callable[[], None] | None = None) -> dict[str, int]:
     """Ask each gateway about the tenant's payments and refunds whose outcome is unknown or
     pending, and settle those it now knows; returns how many of each were settled.
 
     Only those recorded at least `settle_after` ago: a request whose answer was lost may still
-    be under way at the provider, which would then say it has no such payment."""
+    be under way at the provider, which would then say it has no such payment. One row at a
+    time: it is locked (skipped when a webhook is settling it), asked about, settled, and
+    `after_each` runs (the job commits there), so no lock is held across more than one call
+    to a provider."""
     from headend.db import utcnow
 
     done = {"payments": 0, "refunds": 0}
     before = utcnow() - settle_after
     for model, settle, key in ((Payment, _settle_later, "payments"),
                                (Refund, _settle_refund_later, "refunds")):
-        rows = session.scalars(
-            sa.select(model).where(model.status.in_(UNSETTLED), model.created_at <= before)
-            .order_by(model.id)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)).all()
-        for row in rows:
+        ids = session.scalars(sa.select(model.id).where(
+            model.status.in_(UNSETTLED), model.created_at <= before).order_by(model.id)).all()
+        for row_id in ids:
+            stmt = (sa.select(model).where(model.id == row_id, model.status.in_(UNSETTLED))
+                    .with_for_update(skip_locked=True)
+                    .execution_options(populate_existing=True))
+            if model is Refund:
+                stmt = stmt.options(selectinload(Refund.payment))
+            row = session.scalar(stmt)
+            if row is None:
+                continue  # settled meanwhile, or being settled by a webhook
             plugin_id = row.plugin_id if model is Payment else row.payment.plugin_id
             try:
                 gateway = _gateway(session, plugin_id, "payment")
@@ -681,6 +697,8 @@ def reconcile_undefined(session: Session, settle_after: dt.timedelta = SETTLE_AF
                                                      row.provider_ref)
             with session.begin_nested():
                 done[key] += settle(session, row, result)
+            if after_each is not None:
+                after_each()
     return done
 
 

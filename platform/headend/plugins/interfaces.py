@@ -23,7 +23,8 @@ __all__ = [
     "SavedMethod", "BILLING_METHODS", "GatewayUnavailable",
     "TaxEngine", "TaxRateSpec", "TaxLine", "TaxRequest", "TaxDetail", "TaxLineResult", "TaxResult",
     "TaxEngineUnavailable", "TaxEngineRejected",
-    "RouterDriver", "RouterEntry", "RouterDiff", "InvoiceForm", "KINDS",
+    "RouterDriver", "RouterEntry", "RouterDiff", "RouterUnavailable", "UsageRecord",
+    "InvoiceForm", "KINDS",
 ]
 
 Settings = Mapping[str, Any]
@@ -265,6 +266,26 @@ class RouterDiff:
     remove: tuple[str, ...] = ()  # keys
 
 
+@dataclass(frozen=True)
+class UsageRecord:
+    """One accounting session as the target last reported it (totals so far, not deltas):
+    octets as 64-bit counts (gigawords folded in), download = sent to the subscriber."""
+
+    unique_id: str  # stable per session (radacct.acctuniqueid)
+    username: str
+    changed_at: dt.datetime  # UTC, when the target last updated the record
+    download_bytes: int
+    upload_bytes: int
+    session_seconds: int
+    started_at: dt.datetime | None = None
+    stopped_at: dt.datetime | None = None
+
+
+class RouterUnavailable(Exception):
+    """The router or RADIUS database could not be reached (refused, timed out): the core
+    reports the target unreachable and retries later; the other targets go on."""
+
+
 class RouterDriver(Plugin):
     """Talks to one kind of network device; the core computes diffs, the driver applies them."""
 
@@ -286,6 +307,12 @@ class RouterDriver(Plugin):
     def change_rate(self, settings: Settings, router: Mapping[str, Any], username: str,
                     rate: str) -> None:
         """Change a live session's rate limit (e.g. "10M/50M") without disconnecting."""
+
+    def read_usage(self, settings: Settings, changed_after: dt.datetime | None,
+                   limit: int) -> list[UsageRecord]:
+        """Up to `limit` accounting records changed at or after `changed_after` (all when
+        None), oldest change first. Drivers of targets that keep no accounting return []."""
+        return []
 
 
 # --- documents --------------------------------------------------------------------------

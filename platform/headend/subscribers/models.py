@@ -201,7 +201,14 @@ class Subscription(TenantOwned, Model):
 
 
 class ServiceInstance(TenantOwned, Model):
+    """A subscriber's instance of a package's service line; an Internet one carries the
+    credentials, static address and router the network layer provisions (headend.network)."""
+
     __tablename__ = "service_instance"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "username", name="uq_service_username"),
+        sa.UniqueConstraint("tenant_id", "static_ip", name="uq_service_static_ip"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscription_id: Mapped[int] = mapped_column(
@@ -213,6 +220,22 @@ class ServiceInstance(TenantOwned, Model):
     label: Mapped[str] = mapped_column(sa.String(200))
     status: Mapped[str] = mapped_column(sa.String(20), default="pending")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    username: Mapped[str | None] = mapped_column(sa.String(64))
+    # Kept readable, not sealed: it is written in clear to radcheck and the router's PPP
+    # secrets anyway, staff read it out to subscribers, and the reconciler compares 10k of them
+    # per run (the audit log redacts it).
+    password: Mapped[str | None] = mapped_column(sa.String(64))
+    static_ip: Mapped[str | None] = mapped_column(sa.String(45))
+    router_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("router.id", ondelete="RESTRICT"), index=True)
+    # speeds in the profile's unit, where the package allows subscriber overrides
+    download_override: Mapped[int | None] = mapped_column()
+    upload_override: Mapped[int | None] = mapped_column()
+    # data cap and usage billing, where the package allows subscriber custom settings
+    data_limit_gb_override: Mapped[int | None] = mapped_column()
+    usage_included_override: Mapped[Decimal | None] = mapped_column(ExactDecimal(4))
+    usage_price_override: Mapped[Decimal | None] = mapped_column(ExactDecimal(4))
+    activated_at: Mapped[dt.datetime | None] = mapped_column()
 
     subscription: Mapped[Subscription] = relationship(back_populates="services")
     service_line = relationship("PackageServiceLine")

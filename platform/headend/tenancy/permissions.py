@@ -19,10 +19,11 @@ LEDGER = "Ledger"
 BILLING = "Billing"
 COLLECTIONS = "Collections"  # collection rules, autopay, promises to pay, overdue accounts
 PAYMENTS = "Payments"  # payments, refunds, saved payment methods, gateway routes
+NETWORK = "Network"  # routers and NAS, service activation, the reconcile preview, settings
 TENANTS = "Tenants"  # operators only
 
 RESOURCES = (CATALOG, SUBSCRIBERS, SUBSCRIPTIONS, NOTES, PLUGINS, AUDIT, LEDGER, BILLING,
-             COLLECTIONS, PAYMENTS)
+             COLLECTIONS, PAYMENTS, NETWORK)
 
 METHOD_PERMISSIONS = {
     # ModelView
@@ -41,7 +42,7 @@ ROLE_GRANTS: dict[str, dict[str, str]] = {
         LEDGER: WRITE, BILLING: WRITE, COLLECTIONS: WRITE, PAYMENTS: WRITE,
     },
     "Support": {**_ALL_READ, NOTES: WRITE},
-    "Technician": {**_ALL_READ, SUBSCRIPTIONS: WRITE, NOTES: WRITE},
+    "Technician": {**_ALL_READ, SUBSCRIPTIONS: WRITE, NOTES: WRITE, NETWORK: WRITE},
     "ReadOnly": dict(_ALL_READ),
 }
 TENANT_ROLES = tuple(ROLE_GRANTS)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 15:06:20.344237
+Create Date: 2026-11-25 18:11:51.315181
 """
 
 import headend.db
@@ -280,6 +280,24 @@ def upgrade():
         )
 
     op.create_table(
+        "network_settings",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("username_pattern", sa.String(length=60), nullable=False),
+        sa.Column("password_length", sa.Integer(), nullable=False),
+        sa.Column("radius_status", sa.String(length=12), nullable=True),
+        sa.Column("radius_error", sa.Text(), nullable=True),
+        sa.Column("radius_reconciled_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_network_settings"),
+    )
+    with op.batch_alter_table("network_settings", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_network_settings_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "package",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=120), nullable=False),
@@ -337,6 +355,28 @@ def upgrade():
         batch_op.create_index(
             batch_op.f("ix_plugin_configuration_tenant_id"), ["tenant_id"], unique=False
         )
+
+    op.create_table(
+        "router",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=80), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("address", sa.String(length=255), nullable=False),
+        sa.Column("api_port", sa.Integer(), nullable=False),
+        sa.Column("username", sa.String(length=64), nullable=True),
+        sa.Column("secret_config", sa.Text(), nullable=True),
+        sa.Column("coa_port", sa.Integer(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("reconciled_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "name", name="uq_router_name"),
+    )
+    with op.batch_alter_table("router", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_router_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "service",
@@ -455,6 +495,19 @@ def upgrade():
         batch_op.create_index(
             batch_op.f("ix_tenant_sequence_tenant_id"), ["tenant_id"], unique=False
         )
+
+    op.create_table(
+        "usage_cursor",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("updated_after", sa.DateTime(), nullable=True),
+        sa.Column("imported_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_usage_cursor"),
+    )
+    with op.batch_alter_table("usage_cursor", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_usage_cursor_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "ab_api_key",
@@ -658,6 +711,29 @@ def upgrade():
             batch_op.f("ix_ledger_leg_tax_rate_id"), ["tax_rate_id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_ledger_leg_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "network_change",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.Column("target", sa.String(length=90), nullable=False),
+        sa.Column("router_id", sa.Integer(), nullable=True),
+        sa.Column("key", sa.String(length=120), nullable=False),
+        sa.Column("action", sa.String(length=12), nullable=False),
+        sa.Column("attributes", sa.JSON(), nullable=True),
+        sa.Column("result", sa.String(length=12), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["router_id"], ["router.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("network_change", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_network_change_at"), ["at"], unique=False)
+        batch_op.create_index("ix_network_change_key", ["tenant_id", "key"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_network_change_tenant_id"), ["tenant_id"], unique=False
+        )
 
     op.create_table(
         "package_service_line",
@@ -1069,19 +1145,35 @@ def upgrade():
         sa.Column("label", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("username", sa.String(length=64), nullable=True),
+        sa.Column("password", sa.String(length=64), nullable=True),
+        sa.Column("static_ip", sa.String(length=45), nullable=True),
+        sa.Column("router_id", sa.Integer(), nullable=True),
+        sa.Column("download_override", sa.Integer(), nullable=True),
+        sa.Column("upload_override", sa.Integer(), nullable=True),
+        sa.Column("data_limit_gb_override", sa.Integer(), nullable=True),
+        sa.Column("usage_included_override", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("usage_price_override", headend.db.ExactDecimal(4), nullable=True),
+        sa.Column("activated_at", sa.DateTime(), nullable=True),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["package_service_line_id"], ["package_service_line.id"], ondelete="RESTRICT"
         ),
+        sa.ForeignKeyConstraint(["router_id"], ["router.id"], ondelete="RESTRICT"),
         sa.ForeignKeyConstraint(["subscription_id"], ["subscription.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "static_ip", name="uq_service_static_ip"),
+        sa.UniqueConstraint("tenant_id", "username", name="uq_service_username"),
     )
     with op.batch_alter_table("service_instance", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_service_instance_package_service_line_id"),
             ["package_service_line_id"],
             unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_service_instance_router_id"), ["router_id"], unique=False
         )
         batch_op.create_index(
             batch_op.f("ix_service_instance_subscription_id"), ["subscription_id"], unique=False
@@ -1281,11 +1373,94 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_refund_payment_id"), ["payment_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_refund_tenant_id"), ["tenant_id"], unique=False)
 
+    op.create_table(
+        "usage_charge",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("service_id", sa.Integer(), nullable=False),
+        sa.Column("period_start", sa.Date(), nullable=False),
+        sa.Column("period_end", sa.Date(), nullable=False),
+        sa.Column("used", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("included", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("billed_units", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("unit_price", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("amount", headend.db.ExactDecimal(4), nullable=False),
+        sa.Column("invoice_id", sa.Integer(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["service_id"], ["service_instance.id"], ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "service_id", "period_start", name="uq_usage_charge"),
+    )
+    with op.batch_alter_table("usage_charge", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_usage_charge_invoice_id"), ["invoice_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_usage_charge_service_id"), ["service_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_usage_charge_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "usage_daily",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("service_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("download_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("upload_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("session_seconds", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["service_id"], ["service_instance.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "service_id", "day", name="uq_usage_daily"),
+    )
+    with op.batch_alter_table("usage_daily", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_usage_daily_service_id"), ["service_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_usage_daily_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "usage_session",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("unique_id", sa.String(length=64), nullable=False),
+        sa.Column("service_id", sa.Integer(), nullable=False),
+        sa.Column("download_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("upload_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("session_seconds", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["service_id"], ["service_instance.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "unique_id", name="uq_usage_session"),
+    )
+    with op.batch_alter_table("usage_session", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_usage_session_service_id"), ["service_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_usage_session_tenant_id"), ["tenant_id"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("usage_session", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_usage_session_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_usage_session_service_id"))
+
+    op.drop_table("usage_session")
+    with op.batch_alter_table("usage_daily", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_usage_daily_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_usage_daily_service_id"))
+
+    op.drop_table("usage_daily")
+    with op.batch_alter_table("usage_charge", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_usage_charge_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_usage_charge_service_id"))
+        batch_op.drop_index(batch_op.f("ix_usage_charge_invoice_id"))
+
+    op.drop_table("usage_charge")
     with op.batch_alter_table("refund", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_refund_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_refund_payment_id"))
@@ -1331,6 +1506,7 @@ def downgrade():
     with op.batch_alter_table("service_instance", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_service_instance_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_service_instance_subscription_id"))
+        batch_op.drop_index(batch_op.f("ix_service_instance_router_id"))
         batch_op.drop_index(batch_op.f("ix_service_instance_package_service_line_id"))
 
     op.drop_table("service_instance")
@@ -1415,6 +1591,12 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_package_service_line_package_id"))
 
     op.drop_table("package_service_line")
+    with op.batch_alter_table("network_change", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_network_change_tenant_id"))
+        batch_op.drop_index("ix_network_change_key")
+        batch_op.drop_index(batch_op.f("ix_network_change_at"))
+
+    op.drop_table("network_change")
     with op.batch_alter_table("ledger_leg", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ledger_leg_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_ledger_leg_tax_rate_id"))
@@ -1458,6 +1640,10 @@ def downgrade():
         batch_op.drop_index("idx_api_key_lookup_hash")
 
     op.drop_table("ab_api_key")
+    with op.batch_alter_table("usage_cursor", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_usage_cursor_tenant_id"))
+
+    op.drop_table("usage_cursor")
     with op.batch_alter_table("tenant_sequence", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tenant_sequence_tenant_id"))
 
@@ -1491,6 +1677,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_service_name"))
 
     op.drop_table("service")
+    with op.batch_alter_table("router", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_router_tenant_id"))
+
+    op.drop_table("router")
     with op.batch_alter_table("plugin_configuration", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_plugin_configuration_tenant_id"))
 
@@ -1500,6 +1690,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_package_name"))
 
     op.drop_table("package")
+    with op.batch_alter_table("network_settings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_network_settings_tenant_id"))
+
+    op.drop_table("network_settings")
     with op.batch_alter_table("ledger_settings", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ledger_settings_tenant_id"))
 
