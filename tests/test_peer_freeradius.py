@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from headend import testing
 from headend_router_freeradius.schema import (
     create_schema,
     metadata,
@@ -25,34 +24,15 @@ from headend_router_freeradius.schema import (
 from pyrad import packet
 from pyrad.client import Client, Timeout
 
-from tests.peers.freeradius import FreeRadiusServer, radius_database_url, wipe_radius_tables
+from tests import network_helpers as peers
 from tests.peers.radius_dae import DynamicAuthorizationServer
 
 RATE_LIMIT = "10M/50M 20M/100M 8M/40M 8/8"
 GIB = 2**30
 
 
-@pytest.fixture(scope="session")
-def radius_engine(tmp_path_factory):
-    """The session's RADIUS database with the FreeRADIUS tables."""
-    with radius_database_url(testing.test_db_kind(), tmp_path_factory.mktemp("radius")) as url:
-        engine = sa.create_engine(url)
-        create_schema(engine)
-        yield engine
-        engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def freeradius(radius_engine):
-    with FreeRadiusServer(radius_engine.url.render_as_string(hide_password=False)) as server:
-        yield server
-
-
-@pytest.fixture
-def radius(radius_engine):
-    """The RADIUS database, emptied after the test."""
-    yield radius_engine
-    wipe_radius_tables(radius_engine)
+# the session's RADIUS database (the run's kind), a real FreeRADIUS on it, emptied per test
+freeradius, radius, radius_engine = peers.freeradius, peers.radius, peers.radius_engine
 
 
 def _insert(engine: sa.Engine, table: sa.Table, *rows: dict) -> None:

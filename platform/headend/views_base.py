@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from headend.api_schema import HeadendSchemaConverter
 from headend.db import db
-from headend.errors import DomainError, ValidationFailed
+from headend.errors import DomainError, ValidationFailed, raise_if
 from headend.tenancy.scoping import TenantScopeError
 from headend.ui import PermissionsMixin
 
@@ -94,6 +94,25 @@ def commit_service(action, *args, subject: str, **kwargs) -> tuple[Any, dict]:
         db.session.rollback()
         return None, {subject: [str(WriteRefused(exc))]}
     return result, {}
+
+
+def commit_or_raise(action, *args, subject: str, **kwargs):
+    """`commit_service` for the APIs: a refusal is raised (ValidationFailed) for the API's
+    error handling to answer 422 by field."""
+    result, errors = commit_service(action, *args, subject=subject, **kwargs)
+    raise_if(errors)
+    return result
+
+
+def json_body(accepted: set[str]) -> dict:
+    """The request's JSON object, refusing fields the endpoint does not take."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ValidationFailed({"body": "must be a JSON object"})
+    unknown = set(data) - accepted
+    if unknown:
+        raise ValidationFailed({k: "is not accepted here" for k in sorted(unknown)})
+    return data
 
 
 def flash_errors(errors: dict) -> None:

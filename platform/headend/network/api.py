@@ -9,13 +9,12 @@ input answers 422 naming the fields, nothing written; another tenant's router or
 
 from __future__ import annotations
 
-from flask import request
 from flask_appbuilder.api import BaseApi, expose, protect, safe
 from marshmallow import Schema, fields
 from sqlalchemy import select
 
 from headend.db import db
-from headend.errors import ValidationFailed, raise_if
+from headend.errors import ValidationFailed
 from headend.network import services
 from headend.network.models import Router
 from headend.network.reconcile import reconcile
@@ -23,7 +22,12 @@ from headend.subscribers.models import ServiceInstance
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import current_scope
 from headend.ui import PermissionsMixin
-from headend.views_base import HeadendInterface, HeadendModelRestApi, commit_service
+from headend.views_base import (
+    HeadendInterface,
+    HeadendModelRestApi,
+    commit_or_raise,
+    json_body,
+)
 
 ROUTER_FIELDS = {"name", "kind", "address", "api_port", "username", "password", "radius_secret",
                  "coa_port", "active"}
@@ -61,26 +65,11 @@ class ServiceNetworkSchema(Schema):
     activated_at = fields.DateTime(allow_none=True)
 
 
-def _body(accepted: set[str]) -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
-    unknown = set(data) - accepted
-    if unknown:
-        raise ValidationFailed({k: "is not accepted here" for k in sorted(unknown)})
-    return data
-
 
 def _acting() -> None:
     if current_scope().all_tenants:
         raise ValidationFailed({"tenant": "choose a tenant to act for"})
 
-
-def _commit(action, *args, subject: str, **kwargs):
-    """Run the service and commit; a refusal is raised for the caller to answer 422."""
-    result, errors = commit_service(action, *args, subject=subject, **kwargs)
-    raise_if(errors)
-    return result
 
 
 def _target_json(result) -> dict:
@@ -119,7 +108,7 @@ class RouterApi(HeadendModelRestApi):
 
     def _save(self, router: Router | None):
         _acting()
-        data = _body(ROUTER_FIELDS)
+        data = json_body(ROUTER_FIELDS)
         if not isinstance(data.get("active", True), bool):
             raise ValidationFailed({"active": "must be true or false"})
         kept = {} if router is None else {
@@ -128,7 +117,7 @@ class RouterApi(HeadendModelRestApi):
             "coa_port": router.coa_port, "active": router.active}
         values = {"name": None, "kind": None, "address": None, "api_port": 8728,
                   "coa_port": 3799, "active": True} | kept | data
-        saved = _commit(services.save_router, router, subject="router", **values)
+        saved = commit_or_raise(services.save_router, router, subject="router", **values)
         return self.response(201 if router is None else 200, id=saved.id,
                              result=RouterSchema().dump(saved))
 
@@ -204,8 +193,8 @@ class ServiceNetworkApi(PermissionsMixin, BaseApi):
             422: {description: refused by field; nothing saved}
         """
         def work(service):
-            data = _body(ACTIVATE_FIELDS)
-            done = _commit(services.activate, service.id, subject="service",
+            data = json_body(ACTIVATE_FIELDS)
+            done = commit_or_raise(services.activate, service.id, subject="service",
                            username=data.get("username"), password=data.get("password"),
                            static_ip=data.get("static_ip"), router_id=data.get("router"),
                            download_override=data.get("download_override"),
@@ -228,7 +217,7 @@ class ServiceNetworkApi(PermissionsMixin, BaseApi):
             404: {description: no such service}
         """
         def work(service):
-            done = _commit(services.deactivate, service.id, subject="service")
+            done = commit_or_raise(services.deactivate, service.id, subject="service")
             return self.response(200, id=done.id, result=ServiceNetworkSchema().dump(done))
 
         return self._act(service_id, work)
@@ -249,7 +238,7 @@ class NetworkApi(PermissionsMixin, BaseApi):
                 results = reconcile(db.session, dry_run=True)
                 db.session.rollback()  # a dry run writes nothing
             else:
-                results = _commit(reconcile, subject="network")
+                results = commit_or_raise(reconcile, subject="network")
         except ValidationFailed as exc:
             return self.response_422(message=exc.errors)
         return self.response(200, result=[_target_json(r) for r in results])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import request
 from flask_appbuilder.api import expose, protect, safe
 from marshmallow import Schema, fields
 
@@ -21,7 +20,12 @@ from headend.payments import services
 from headend.payments.batch import PaymentLine, receive_payments
 from headend.payments.models import Payment, Refund, SavedPaymentMethod
 from headend.tenancy import permissions as perms
-from headend.views_base import HeadendInterface, HeadendModelRestApi, commit_service
+from headend.views_base import (
+    HeadendInterface,
+    HeadendModelRestApi,
+    commit_or_raise,
+    json_body,
+)
 
 
 class AllocationSchema(Schema):
@@ -100,15 +104,6 @@ class SavedMethodListSchema(SavedMethodSchema):
     """The same fields, under the list's name."""
 
 
-def _body(accepted: set[str]) -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
-    unknown = set(data) - accepted
-    if unknown:
-        raise ValidationFailed({k: "is not accepted here" for k in sorted(unknown)})
-    return data
-
 
 def _date(data: dict, field: str) -> dt.date:
     try:
@@ -116,13 +111,6 @@ def _date(data: dict, field: str) -> dt.date:
     except (TypeError, ValueError):
         raise ValidationFailed({field: "must be a date (YYYY-MM-DD)"}) from None
 
-
-def _commit(action, *args, subject: str, **kwargs):
-    """Run the service and commit (views_base.commit_service); a refusal is raised for
-    `_guarded` to answer 422 by field."""
-    result, errors = commit_service(action, *args, subject=subject, **kwargs)
-    raise_if(errors)
-    return result
 
 
 class _Api(HeadendModelRestApi):
@@ -163,12 +151,12 @@ class PaymentApi(_Api):
         return self._write(self._receive)
 
     def _receive(self):
-        data = _body(_PAYMENT_FIELDS)
+        data = json_body(_PAYMENT_FIELDS)
         received_on = _date(data, "received_on")
         transaction_id = data.get("transaction_id")
         replay = isinstance(transaction_id, str) and db.session.query(
             Payment.id).filter(Payment.transaction_id == transaction_id).first() is not None
-        payment = _commit(
+        payment = commit_or_raise(
             services.receive_payment, data.get("subscriber"), data.get("amount"),
             data.get("method"), received_on, reference=data.get("reference"),
             invoice_ids=data.get("invoices"), saved_method_id=data.get("saved_method"),
@@ -216,7 +204,7 @@ class PaymentApi(_Api):
         return self._write(self._receive_batch)
 
     def _receive_batch(self):
-        data = _body({"payments", "allow_archived"})
+        data = json_body({"payments", "allow_archived"})
         rows = data.get("payments")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValidationFailed({"payments": "must be a list of payment objects"})
@@ -235,7 +223,7 @@ class PaymentApi(_Api):
                 reference=row.get("reference"), memo=row.get("memo"),
                 transaction_id=row.get("transaction_id")))
         raise_if(errors)
-        result = _commit(receive_payments, lines, source="import",
+        result = commit_or_raise(receive_payments, lines, source="import",
                          allow_archived=data.get("allow_archived") is True, subject="payment")
         return self.response(201, result={
             "posted": result.posted, "skipped": result.skipped, "amount": result.amount,
@@ -266,14 +254,14 @@ class RefundApi(_Api):
         return self._write(self._refund)
 
     def _refund(self):
-        data = _body({"payment", "amount", "refunded_on", "reason", "transaction_id", "void"})
+        data = json_body({"payment", "amount", "refunded_on", "reason", "transaction_id", "void"})
         refunded_on = _date(data, "refunded_on")
         try:
             if data.get("void") is True:
-                refund = _commit(services.void_payment, data.get("payment"), refunded_on,
+                refund = commit_or_raise(services.void_payment, data.get("payment"), refunded_on,
                                  data.get("reason"), subject="refund")
             else:
-                refund = _commit(services.refund_payment, data.get("payment"),
+                refund = commit_or_raise(services.refund_payment, data.get("payment"),
                                  data.get("amount"), refunded_on, data.get("reason"),
                                  transaction_id=data.get("transaction_id"), subject="refund")
         except NotFound:
@@ -301,8 +289,8 @@ class SavedMethodApi(_Api):
         return self._write(self._save)
 
     def _save(self):
-        data = _body({"subscriber", "token", "method", "make_default"})
-        saved = _commit(services.save_card, data.get("subscriber"), data.get("token"),
+        data = json_body({"subscriber", "token", "method", "make_default"})
+        saved = commit_or_raise(services.save_card, data.get("subscriber"), data.get("token"),
                         data.get("method") or "card",
                         make_default=data.get("make_default", True) is not False,
                         subject="saved_method")
@@ -327,7 +315,7 @@ class SavedMethodApi(_Api):
             return self.response_404()
 
         def remove():
-            _commit(services.remove_method, saved.id, subject="saved_method")
+            commit_or_raise(services.remove_method, saved.id, subject="saved_method")
             return self.response(200, message="removed")
 
         return self._write(remove)
