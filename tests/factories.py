@@ -11,11 +11,16 @@ from decimal import Decimal as D
 
 from headend.audit.models import AuditLog
 from headend.billing import models as billing
+from headend.branding.models import Branding
 from headend.catalog import models as cat
+from headend.documents.models import InvoiceDesign, PrintBatch
 from headend.dunning.models import ScheduledAction
 from headend.ledger.models import JournalEntry
+from headend.mail.models import MailSettings, OutboundEmail
 from headend.network import models as net
 from headend.payments import models as payments
+from headend.portal import models as portal
+from headend.signup.models import SignupAttempt
 from headend.subscribers import models as sub
 from headend.tenancy.context import current_scope
 from sqlalchemy.orm import Session
@@ -128,6 +133,24 @@ def _scheduled_action(s: Session):
                            not_before=dt.date.today() + dt.timedelta(days=7), reason="promised")
 
 
+def _portal_account(s: Session):
+    subscriber = _subscriber(s)
+    s.add(subscriber)
+    s.flush()
+    return portal.PortalAccount(subscriber_id=subscriber.id, login=f"p{next(_seq)}@example.net")
+
+
+def _portal_token(s: Session):
+    import datetime as dt
+
+    account = _portal_account(s)
+    s.add(account)
+    s.flush()
+    return portal.PortalToken(account_id=account.id, purpose="invite",
+                              token_hash=f"{next(_seq):064x}",
+                              expires_at=dt.datetime(2030, 1, 1))
+
+
 BUILDERS = {
     net.Router: lambda s: net.Router(name=f"Router {next(_seq)}", kind="mikrotik",
                                      address="127.0.0.1"),
@@ -158,6 +181,18 @@ BUILDERS = {
     payments.Refund: _refund,
     payments.SavedPaymentMethod: _saved_method,
     ScheduledAction: _scheduled_action,
+    Branding: lambda s: Branding(display_name="Test ISP"),
+    InvoiceDesign: lambda s: InvoiceDesign(marketing_message="Hello"),
+    PrintBatch: lambda s: PrintBatch(criteria={"date_from": "2026-03-01", "date_to": "2026-03-31",
+                                               "status": "all", "paper_only": False}),
+    MailSettings: lambda s: MailSettings(host="127.0.0.1", from_address="billing@example.net"),
+    OutboundEmail: lambda s: OutboundEmail(
+        kind="test", key=f"test:{next(_seq)}", to_address="a@example.net", subject="Hi",
+        body_text="Hello"),
+    portal.PortalAccount: _portal_account,
+    portal.PortalToken: _portal_token,
+    portal.PortalLoginFailure: lambda s: portal.PortalLoginFailure(login="x@example.net"),
+    SignupAttempt: lambda s: SignupAttempt(ip="127.0.0.1", status="refused"),
 }
 
 

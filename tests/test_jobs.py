@@ -3,6 +3,7 @@ scheduler tick - each with the billing run as the job."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
@@ -85,8 +86,9 @@ def test_on_redis_the_job_is_queued_once_and_a_worker_runs_it(app, make_tenant, 
 def test_the_scheduler_tick_queues_every_tenant_and_the_forking_worker_bills_them(
         app, make_tenant, on_redis):
     tenants = [tenant_with_subscribers(app, make_tenant, f"Tick ISP {n}", 2) for n in (1, 2)]
-    run_scheduler(app, once=True, today=lambda: RUN)
-    run_scheduler(app, once=True, today=lambda: RUN)  # a restarted scheduler queues nothing new
+    at_run = lambda: dt.datetime.combine(RUN, dt.time(1, 5))  # noqa: E731
+    run_scheduler(app, once=True, now=at_run)
+    run_scheduler(app, once=True, now=at_run)  # a restarted scheduler queues nothing new
     with app.app_context():
         # Per tenant: the dated subscription changes, the billing run, the collections.
         assert queue("billing").count == 6

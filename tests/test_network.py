@@ -10,6 +10,7 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from headend.billing.changes import cancel_subscription
 from headend.cli import main
 from headend.db import db
 from headend.dunning.services import restore_now, suspend_now
@@ -252,6 +253,48 @@ def test_an_unreachable_router_is_reported_and_the_others_proceed(net, routeros,
     assert _queue(routeros, "alice")["max-limit"] == "10000000/50000000"
 
 
+def test_an_entry_the_router_refuses_is_named_and_the_others_are_applied(net, routeros):
+    s = net
+    routeros.fail_next("/queue/simple/add", "failure: out of memory")
+    activated(s, s.info["package"], s.info["router"], username="alice")
+    activated(s, s.info["package"], s.info["router"], username="bob")
+    s.commit()  # the reconcile after the commit: alice's queue refused, the rest written
+
+    router = s.get(Router, s.info["router"].id)
+    s.refresh(router)
+    assert router.status == "error" and "queue:alice" in router.last_error
+    failed = s.scalars(sa.select(NetworkChange).where(NetworkChange.result == "failed")).all()
+    assert [(f.key, f.action, f.error) for f in failed] == [
+        ("queue:alice", "add", f"add refused by router Core-1 ({routeros.host}:{routeros.port})"
+                               ": failure: out of memory")]
+    assert _queue(routeros, "bob")["max-limit"] == "10000000/50000000"
+    assert "queue:bob" in s.scalars(sa.select(NetworkChange.key).where(
+        NetworkChange.result == "applied")).all()
+
+    (result,) = [r for r in reconcile(s) if r.target == "router Core-1"]
+    assert (result.status, result.added, result.changed) == ("ok", 1, 0)
+    assert _queue(routeros, "alice")["max-limit"] == "10000000/50000000"
+
+
+def test_an_unreachable_radius_database_is_reported_and_the_routers_proceed(
+        net, routeros, tmp_path):
+    from headend.network.reconcile import network_settings
+    from headend.plugins.services import configure_plugin
+
+    s = net
+    activated(s, s.info["package"], s.info["router"], username="alice")
+    configure_plugin(s, "freeradius", True, {
+        "database_url": f"sqlite:///{tmp_path / 'gone' / 'radius.db'}"})
+    s.commit()
+
+    radius_result, router_result = reconcile(s)
+
+    assert (radius_result.status, router_result.status) == ("unreachable", "ok")
+    assert "RADIUS database" in radius_result.error
+    assert network_settings(s).radius_status == "unreachable"
+    assert _queue(routeros, "alice")["max-limit"] == "10000000/50000000"
+
+
 def test_on_redis_a_failed_reconcile_comes_back_later(app, net, routeros, on_redis):
     from headend.jobs import queue, rq_job_id
     from headend.network.jobs import RETRY_DELAYS
@@ -284,13 +327,22 @@ def test_deactivated_and_cancelled_services_leave_the_network(net, routeros, fre
     s.commit()
     assert freeradius.authenticate("bob", "s3cretPW")[0] == packet.AccessAccept
     deactivate(s, alice.id)
-    bob.subscription.status = "cancelled"
+    cancel_subscription(s, bob.subscription.id, dt.date.today(), today=dt.date.today())
     s.flush()
+    assert (alice.status, bob.subscription.status, bob.status) == (
+        "inactive", "cancelled", "cancelled")
+    assert bob.username == "bob" and bob.password  # kept for the record
     assert service_states(s) == []
     reconcile(s)
     s.commit()
     assert routeros.rows("/queue/simple") == [] and routeros.rows("/ppp/secret") == []
     assert freeradius.authenticate("bob", "s3cretPW")[0] == packet.AccessReject
+
+    with pytest.raises(ValidationFailed) as refused:
+        activate(s, bob.id, username="bob", password="s3cretPW")
+    assert refused.value.errors["service"] == ["belongs to a cancelled subscription"]
+    activate(s, alice.id, username="alice", password="s3cretPW")  # staff may bring it back
+    assert alice.status == "active"
 
 
 def test_cli_network_reconcile_dry_run_then_apply(app, net, routeros):

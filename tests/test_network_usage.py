@@ -179,6 +179,47 @@ def test_a_session_across_midnight_counts_each_delta_on_its_day(net, freeradius)
         service.id: (4 * GIB, 400, 1800)}
 
 
+def test_accounting_that_arrives_late_is_counted_once_within_the_look_back(net, freeradius):
+    s = net
+    _, alice = activated(s, s.info["package"], username="alice")
+    _, bob = activated(s, s.info["package"], username="bob")
+    s.commit()
+    _send(freeradius, "alice", "l1", [("Start", _at(0), 0, 0, 0),
+                                      ("Stop", _at(90), GIB, 10, 5400)])
+    import_usage(s)  # the watermark is now at 19:30
+    # bob's NAS lost its RADIUS server and sends its buffered accounting, stamped earlier
+    _send(freeradius, "bob", "l2", [("Start", _at(10), 0, 0, 0),
+                                    ("Stop", _at(40), 2 * GIB, 20, 1800)])
+    # and one from before the look-back: too late to count
+    _send(freeradius, "bob", "l3", [("Start", _at(-200), 0, 0, 0),
+                                    ("Stop", _at(-190), 7 * GIB, 70, 600)])
+
+    assert import_usage(s).sessions == 1
+    assert import_usage(s).sessions == 0  # read again, counted once
+
+    assert _daily(s) == {(alice.id, DAY): (GIB, 10, 5400), (bob.id, DAY): (2 * GIB, 20, 1800)}
+
+
+def test_sessions_long_finished_are_forgotten_once_a_day(net, freeradius):
+    from headend.network.usage import PRUNE_AFTER
+
+    s = net
+    _, alice = activated(s, s.info["package"], username="alice")
+    s.commit()
+    old = (EVENING - PRUNE_AFTER - dt.timedelta(hours=1)).replace(tzinfo=None)
+    s.add(UsageSession(unique_id="ancient", service_id=alice.id, download_bytes=1,
+                       upload_bytes=1, session_seconds=1, updated_at=old))
+    s.commit()
+    _send(freeradius, "alice", "p1", [("Start", _at(0), 0, 0, 0),
+                                      ("Stop", _at(30), GIB, 10, 1800)])
+
+    import_usage(s)
+
+    counted = _counted(s)
+    assert "ancient" not in counted and list(counted.values()) == [(GIB, 10, 1800)]
+    assert _daily(s) == {(alice.id, DAY): (GIB, 10, 1800)}
+
+
 def test_a_nas_closing_more_sessions_at_once_than_a_batch_holds(net, freeradius):
     """Accounting-On closes every open session of the NAS at one instant: reading from that
     instant again would return the same full batch forever."""

@@ -267,9 +267,13 @@ def test_a_payment_runs_a_fixed_number_of_selects(cashbox):
     assert pay.status == "processed" and len(_allocations(cashbox, pay)) == 3
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     # subscriber, closed books, the open invoices (locked), then the ledger's own checks
-    # (entry key, accounts, subscriber, closed books) and the restore check
-    assert len(selects) == 8, "\n".join(selects)
-    assert not [s for s in selects if "plugin_configuration" in s or "gateway_route" in s
+    # (entry key, accounts, subscriber, closed books), the restore check, the plugins on for
+    # the tenant (the mail listener hears payment_received) and, after the commit, whether
+    # the tenant emails receipts
+    assert len(selects) == 10, "\n".join(selects)
+    assert len([s for s in selects if "plugin_configuration" in s]) == 1
+    assert len([s for s in selects if "mail_settings" in s]) == 1
+    assert not [s for s in selects if "gateway_route" in s
                 or "payment_allocation" in s or "FROM tenant" in s]
 
 

@@ -19,9 +19,16 @@ def test_production_refuses_the_development_key(database_url):
                               "SECRET_KEY": "headend-development-key-not-for-production"})
 
 
-def test_production_starts_with_its_own_key(database_url):
+def test_production_refuses_to_start_without_its_public_address(database_url):
+    with pytest.raises(ConfigError, match="HEADEND_PUBLIC_URL"):
+        create_app(overrides={**app_settings(database_url), "HEADEND_ENV": "production",
+                              "SECRET_KEY": "a-real-secret"})
+
+
+def test_production_starts_with_its_own_key_and_address(database_url):
     app = create_app(overrides={**app_settings(database_url), "HEADEND_ENV": "production",
-                                "SECRET_KEY": "a-real-secret"})
+                                "SECRET_KEY": "a-real-secret",
+                                "HEADEND_PUBLIC_URL": "https://billing.example.net"})
     assert app.config["HEADEND_ENV"] == "production"
 
 

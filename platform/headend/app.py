@@ -28,6 +28,11 @@ DOMAINS = (
     "headend.payments",
     "headend.dunning",
     "headend.network",
+    "headend.branding",
+    "headend.documents",
+    "headend.mail",
+    "headend.portal",
+    "headend.signup",
 )
 
 
@@ -46,6 +51,11 @@ def _check_config(config) -> None:
     if config["HEADEND_ENV"] == "production" and config["SECRET_KEY"] in (DEV_SECRET_KEY, "", None):
         raise ConfigError(
             "HEADEND_ENV=production needs its own SECRET_KEY: set HEADEND_SECRET_KEY"
+        )
+    if config["HEADEND_ENV"] == "production" and not config.get("HEADEND_PUBLIC_URL"):
+        raise ConfigError(
+            "HEADEND_ENV=production needs the address subscribers use (emailed links): "
+            "set HEADEND_PUBLIC_URL"
         )
 
 

@@ -338,11 +338,14 @@ def worker(ctx, queues, burst, with_scheduler):
 @click.option("--at-hour", default=1, show_default=True, help="Hour of the daily run.")
 @click.pass_context
 def scheduler(ctx, once, at_hour):
-    """Enqueue the daily work (the billing run of every tenant) now and then every day."""
+    """Enqueue the daily work (billing run, collections, reconcile) now and then every day,
+    and the hourly work (usage import) every hour."""
     from headend.jobs import run_scheduler
 
     run_scheduler(_app(ctx), once=once, at_hour=at_hour)
 
+
+import headend.mail.cli  # noqa: E402, F401  (adds `headend mail send-queued`)
 
 if __name__ == "__main__":
     main()

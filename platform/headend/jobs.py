@@ -130,36 +130,50 @@ def daily_jobs(day: dt.date, app: Flask | None = None) -> list[Enqueued]:
     """Enqueue what runs once a day: every active tenant's dated subscription changes, then
     its billing run, then its collections (same queue, so a worker takes them in that order);
     autopay and the reconciliation of unsettled payments go on the payments queue, the network
-reconcile (drift repair) and usage import on the network queue."""
+    reconcile (drift repair) on the network queue."""
     from headend.billing.jobs import enqueue_billing_runs, enqueue_due_changes
     from headend.dunning.jobs import enqueue_daily as enqueue_collections
     from headend.network.jobs import enqueue_daily as enqueue_network
-    from headend.network.jobs import enqueue_usage_imports
     from headend.payments.jobs import enqueue_reconciles
 
     return (enqueue_due_changes(day, app=app) + enqueue_billing_runs(day, app=app)
             + enqueue_collections(day, app=app) + enqueue_reconciles(day, app=app)
-            + enqueue_network(day, app=app) + enqueue_usage_imports(app=app))
+            + enqueue_network(day, app=app))
+
+
+def hourly_jobs(app: Flask | None = None) -> list[Enqueued]:
+    """Enqueue what runs every hour: the usage import, so that traffic counts on (close to) its
+    day and a data cap is enforced within the hour it is passed; and an email delivery per
+    tenant that sends mail, which retries what failed."""
+    from headend.mail.jobs import enqueue_hourly as enqueue_mail
+    from headend.network.jobs import enqueue_usage_imports
+
+    return enqueue_usage_imports(app=app) + enqueue_mail(app=app)
 
 
 def run_scheduler(app: Flask, *, once: bool = False, at_hour: int = 1, sleep=None,
-                  today=dt.date.today) -> None:
-    """Enqueue the daily work now, then every day at `at_hour` (local time) until stopped.
+                  now=dt.datetime.now) -> None:
+    """Enqueue the daily and the hourly work now, then the hourly work at the top of every hour
+    and the daily work again each day at `at_hour` (local time), until stopped.
 
     Deterministic job ids make a restarted scheduler harmless: a run already queued for the day
-    is not queued twice, and a finished run is a no-op when repeated (billed periods).
+    (or hour) is not queued twice, and a finished run is a no-op when repeated (billed periods).
     """
     import time
 
     sleep = sleep or time.sleep
+    daily_done = None
     while True:
+        tick = now()
         with app.app_context():
-            daily_jobs(today(), app)
+            if daily_done is None or (tick.hour == at_hour and daily_done != tick.date()):
+                daily_jobs(tick.date(), app)
+                daily_done = tick.date()
+            hourly_jobs(app)
         if once:
             return
-        now = dt.datetime.now()
-        tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(at_hour))
-        sleep((tomorrow - now).total_seconds())
+        next_hour = tick.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+        sleep(max((next_hour - now()).total_seconds(), 1))
 
 
 def run_worker(app: Flask, queues: list[str], *, burst: bool = False,

@@ -17,6 +17,11 @@ MODEL_MODULES = (
     "headend.payments.models",
     "headend.dunning.models",
     "headend.network.models",
+    "headend.branding.models",
+    "headend.documents.models",
+    "headend.mail.models",
+    "headend.portal.models",
+    "headend.signup.models",
 )
 
 

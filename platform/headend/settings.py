@@ -45,3 +45,12 @@ WTF_CSRF_ENABLED = True
 JWT_ACCESS_TOKEN_EXPIRES = 3600
 LANGUAGES = {"en": {"flag": "us", "name": "English"}}
 BABEL_DEFAULT_LOCALE = "en"
+
+# The public signup page: at most this many attempts per address and tenant in the window.
+SIGNUP_RATE_LIMIT = 5
+SIGNUP_RATE_WINDOW_MINUTES = 10
+
+# The address subscribers reach this installation at (https://billing.example.net): emailed
+# links (portal invitations, password resets) use it rather than the request's Host header,
+# which a client can forge. Required in production.
+HEADEND_PUBLIC_URL = None

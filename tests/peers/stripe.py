@@ -196,6 +196,7 @@ def start() -> tuple[LocalStripe, Callable[[], None]]:
     """Serve localstripe on a free 127.0.0.1 port in a daemon thread; return it and a stopper."""
     peer = LocalStripe()
     app = web.Application(middlewares=[peer.middleware(), *localstripe_server.app.middlewares])
+    app.on_response_prepare.append(localstripe_server.add_cors_headers)  # Stripe.js in a browser
     for route in localstripe_server.app.router.routes():  # in order: extra routes come first
         app.router.add_route(route.method, route.resource.canonical, route.handler)
     loop = peer._loop = asyncio.new_event_loop()

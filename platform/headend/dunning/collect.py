@@ -270,6 +270,15 @@ def _due(rows: list[Overdue], today: dt.date) -> list[Overdue]:
     return [r for r in rows if r.next_action == "suspend" and r.next_date <= today]
 
 
+def _write_notices(session: Session, rows: list[dict]) -> None:
+    """Notices in one statement; the mail side delivers them once this chunk commits."""
+    from headend.mail.jobs import request_delivery
+
+    if rows:
+        insert_rows(session, Notice, rows)
+        request_delivery(session, current_scope().tenant_id)
+
+
 def _upcoming(rows: list[Overdue], today: dt.date, notice_days: int) -> list[Overdue]:
     return [r for r in rows if r.next_action == "suspend" and r.next_date > today
             and (r.next_date - today).days <= notice_days]
@@ -460,7 +469,7 @@ class _Run:
         if self.dry_run:
             return []
         now = utcnow()
-        insert_rows(s, Notice, [dict(
+        _write_notices(s, [dict(
             kind="upcoming_suspension", key=keys[r.subscriber_id], subscriber_id=r.subscriber_id,
             invoice_id=None, payment_id=None, created_at=now, sent_at=None, message=(
                 f"{format_money(r.overdue, self.currency)} is overdue: service will be "
@@ -499,7 +508,7 @@ class _Run:
         suspended = [sub_id for ids in subscriptions.values() for sub_id in ids]
         _update(s, Subscription, suspended, status="suspended")
         now = utcnow()
-        insert_rows(s, Notice, [dict(
+        _write_notices(s, [dict(
             kind="suspended", key=f"suspended:{r.subscriber_id}:{today}",
             subscriber_id=r.subscriber_id, invoice_id=None, payment_id=None, created_at=now,
             sent_at=None, message=(f"Service suspended on {today:%Y-%m-%d}: "

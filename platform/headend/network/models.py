@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from headend.db import ExactDecimal, Model, TenantOwned, utcnow
 
@@ -80,16 +80,18 @@ class NetworkChange(TenantOwned, Model):
 
 class UsageDaily(TenantOwned, Model):
     """A service's traffic and online time on one day (UTC), summed from RADIUS accounting:
-    what the usage chart, data caps and usage-based billing read."""
+    what the usage chart, data caps and usage-based billing read. Keyed by what it is (no
+    surrogate id, no separate indexes): the usage import upserts tens of thousands at once."""
 
     __tablename__ = "usage_daily"
-    __table_args__ = (sa.UniqueConstraint("tenant_id", "service_id", "day",
-                                          name="uq_usage_daily"),)
+    # room on each page for the new version of a row: an upsert of today's row is then a HOT
+    # update (no index entry written), as is a session's counted row
+    __table_args__ = {"postgresql_with": {"fillfactor": 80}}
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(primary_key=True)  # tenants are never deleted
     service_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("service_instance.id", ondelete="CASCADE"), index=True)
-    day: Mapped[dt.date] = mapped_column(sa.Date)
+        sa.ForeignKey("service_instance.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(sa.Date, primary_key=True)
     download_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     upload_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     session_seconds: Mapped[int] = mapped_column(sa.BigInteger, default=0)
@@ -97,19 +99,22 @@ class UsageDaily(TenantOwned, Model):
 
 class UsageSession(TenantOwned, Model):
     """What has been counted of one accounting session (radacct.acctuniqueid): an interim
-    update or a replayed record adds only what goes beyond it, so nothing counts twice."""
+    update or a replayed record adds only what goes beyond it, so nothing counts twice.
+
+    Bookkeeping of the import alone, one row per session, upserted by the hundred thousand:
+    keyed by (tenant, session) with no foreign keys (each would be a trigger per row) - a
+    deleted service's rows are left to the pruning of sessions not updated for PRUNE_AFTER."""
 
     __tablename__ = "usage_session"
-    __table_args__ = (sa.UniqueConstraint("tenant_id", "unique_id", name="uq_usage_session"),)
+    __table_args__ = {"postgresql_with": {"fillfactor": 80}}
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    unique_id: Mapped[str] = mapped_column(sa.String(64))
-    service_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("service_instance.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[int] = mapped_column(primary_key=True)
+    unique_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    service_id: Mapped[int] = mapped_column()
     download_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     upload_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     session_seconds: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    updated_at: Mapped[dt.datetime | None] = mapped_column()
+    updated_at: Mapped[dt.datetime] = mapped_column()
 
 
 class UsageCursor(TenantOwned, Model):
@@ -144,3 +149,22 @@ class UsageCharge(TenantOwned, Model):
     amount: Mapped[Decimal] = mapped_column(ExactDecimal(4))  # before tax
     invoice_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("invoice.id", ondelete="SET NULL"), index=True)
+
+
+@sa.event.listens_for(Session, "before_flush")
+def _cancel_services(session: Session, flush_context, instances) -> None:
+    """A subscription that becomes cancelled takes its services with it ("cancelled"), however
+    it was cancelled - at once, on its date by the daily job, through the API: the network
+    record says what the reconciler does (removes it), and the service cannot be re-activated
+    by mistake. Its credentials stay for the record."""
+    from headend.subscribers.models import ServiceInstance, Subscription
+
+    ended = [sub.id for sub in session.dirty if isinstance(sub, Subscription)
+             and sub.status == "cancelled" and sa.inspect(sub).attrs.status.history.deleted]
+    if not ended:
+        return
+    with session.no_autoflush:
+        for service in session.scalars(sa.select(ServiceInstance).where(
+                ServiceInstance.subscription_id.in_(ended),
+                ServiceInstance.status != "cancelled")):
+            service.status = "cancelled"

@@ -26,7 +26,13 @@ from headend.network.desired import (
     service_states,
 )
 from headend.network.models import NetworkChange, NetworkSettings, Router
-from headend.plugins.interfaces import RouterDiff, RouterDriver, RouterEntry, RouterUnavailable
+from headend.plugins.interfaces import (
+    EntriesRefused,
+    RouterDiff,
+    RouterDriver,
+    RouterEntry,
+    RouterUnavailable,
+)
 from headend.secrets import unseal
 from headend.tenancy.context import current_scope
 
@@ -163,10 +169,22 @@ def _reconcile_target(session: Session, target: Target, states: list[ServiceStat
         if not (change.add or change.change or change.remove):
             _record_status(session, target, "ok", None)
             return result
-        target.driver.apply_diff(target.settings, mapping, change)
-        _record_changes(session, target, change, "applied", None)
-        result.live = _live_changes(session, target, states, actual, change)
-        _record_status(session, target, "ok", None)
+        refused = {}
+        try:
+            target.driver.apply_diff(target.settings, mapping, change)
+        except EntriesRefused as exc:
+            refused = exc.refused
+            result.status, result.error = "error", str(exc)[:500]
+        applied = _without(change, refused)
+        _record_changes(session, target, applied, "applied", None)
+        for key, reason in refused.items():
+            _change_row(session, target, key, _action(change, key), None, "failed", reason[:500])
+        result.live = _live_changes(session, target, states, actual, applied)
+        if not refused:
+            _record_status(session, target, "ok", None)
+        else:
+            _record_status(session, target, "error", result.error)
+            return result
     except RouterUnavailable as exc:
         result.status, result.error = "unreachable", str(exc)[:500]
     except Exception as exc:  # noqa: BLE001  (a driver's failure is reported, others go on)
@@ -175,6 +193,19 @@ def _reconcile_target(session: Session, target: Target, states: list[ServiceStat
         _record_status(session, target, result.status, result.error)
         _record_failure(session, target, result.error)
     return result
+
+
+def _without(change: RouterDiff, keys) -> RouterDiff:
+    """The part of `change` whose entries are not among `keys`."""
+    return RouterDiff(add=tuple(e for e in change.add if e.key not in keys),
+                      change=tuple(e for e in change.change if e.key not in keys),
+                      remove=tuple(k for k in change.remove if k not in keys))
+
+
+def _action(change: RouterDiff, key: str) -> str:
+    if key in change.remove:
+        return "remove"
+    return "add" if any(e.key == key for e in change.add) else "change"
 
 
 def _live_changes(session: Session, target: Target, states: list[ServiceState],

@@ -128,6 +128,9 @@ def activate(session: Session, service_id: int, *, username, password, static_ip
     profile = internet_profile(session, service)
     errors: dict[str, list[str]] = {}
     require(errors, "service", profile is not None, "is not an Internet service")
+    require(errors, "service", service.status != "cancelled"
+            and service.subscription.status != "cancelled",
+            "belongs to a cancelled subscription")
     require(errors, "username", isinstance(username, str) and bool(USERNAME.fullmatch(username)),
             "must be 1-64 letters, digits or . _ @ -")
     if "username" not in errors:

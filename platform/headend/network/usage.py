@@ -8,8 +8,13 @@ lowers nothing. Traffic thus counts on the day an import sees it: an open sessio
 since the previous import lands on the day of its latest update, so the more often the import
 runs, the closer each byte is to its day.
 
-Set-based: per batch of records, one query loads what was counted of their sessions, the deltas
-are computed on plain tuples, and one upsert per table writes them, then a commit. Two imports
+Accounting can arrive late: a NAS that lost its RADIUS server for a while sends its buffered
+Interim-Updates and Stops afterwards, stamped with the time they describe. Each import therefore
+reads again from LATE_ACCOUNTING before its watermark; what was counted already adds nothing.
+
+Set-based: a batch of records is loaded into a temporary table (COPY on PostgreSQL), and two
+statements do the rest inside the database - the growth of each session over what was counted
+of it added to its service's day, then the counted amounts kept - and a commit. Two imports
 at once take turns batch by batch (the tenant's UsageCursor row is locked before each batch is
 read and counted), so nothing counts twice.
 
@@ -20,8 +25,8 @@ the package's rule on counting upload there; UsageDaily keeps both directions fo
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -30,13 +35,19 @@ from sqlalchemy.orm import Session
 
 from headend.db import utcnow
 from headend.network.jobs import request_reconcile
-from headend.network.models import UsageCursor, UsageDaily, UsageSession
+from headend.network.models import UsageCursor, UsageSession
 from headend.network.reconcile import drivers
 from headend.plugins.interfaces import RouterDriver, UsageRecord
 from headend.subscribers.models import ServiceInstance
 from headend.tenancy.context import current_scope
 
 _NOTHING = (0, 0, 0)
+FIRST_READ = 5000  # records
+# How far before its watermark an import looks again, for accounting that arrived late.
+LATE_ACCOUNTING = dt.timedelta(hours=2)
+# What was counted of a session not updated for this long before the watermark is forgotten
+# (once a day): it is not read again, and the table would otherwise keep every session ever seen.
+PRUNE_AFTER = dt.timedelta(days=62)
 
 
 @dataclass
@@ -51,8 +62,9 @@ class UsageImportResult:
                 f"service-days counted, {self.skipped} records of unknown usernames skipped")
 
 
-def import_usage(session: Session, *, batch: int = 20000,
-                 progress: Callable[[int], None] | None = None) -> UsageImportResult:
+def import_usage(session: Session, *, batch: int = 50000,
+                 progress: Callable[[int], None] | None = None,
+                 look_back: dt.timedelta = LATE_ACCOUNTING) -> UsageImportResult:
     """Count the acting tenant's new usage from every enabled router driver; commits after each
     batch, so an interrupted import keeps what it counted (and the next reads it again at no
     cost). `progress(n)` hears how many records were just read."""
@@ -61,18 +73,41 @@ def import_usage(session: Session, *, batch: int = 20000,
     result = UsageImportResult()
     services = dict(session.execute(sa.select(ServiceInstance.username, ServiceInstance.id)
                                     .where(ServiceInstance.username.is_not(None))).all())
-    start = _aware(_locked_cursor(session).updated_after)
+    cursor = _locked_cursor(session)
+    start, last_import = _aware(cursor.updated_after), cursor.imported_at
+    if start is not None:
+        start -= look_back
     marks = []
     for driver, settings in drivers(session).values():
         mark = _import_from(session, driver, settings, start, batch, services, result,
                             progress)
         if mark is not None:
             marks.append(mark)
-    _move_cursor(session, min(marks) if marks else None)
-    if result.records:  # data caps may have been passed: the network follows after the commit
+    watermark = _move_cursor(session, min(marks) if marks else None)
+    if watermark is not None and (last_import is None or last_import.date() < utcnow().date()):
+        session.execute(sa.delete(UsageSession).where(
+            UsageSession.tenant_id == current_scope().tenant_id,
+            UsageSession.updated_at < watermark - PRUNE_AFTER))
+    if result.sessions and _has_limits(session):
+        # a data cap may have been passed: the network follows after the commit
         request_reconcile(session, current_scope().tenant_id)
     session.commit()
     return result
+
+
+def _has_limits(session: Session) -> bool:
+    """Whether any of the tenant's services can be throttled or cut by its usage (a data
+    limit, a subscriber's own limit, usage billing that disconnects)."""
+    from headend.catalog.models import InternetProfile
+
+    tenant_id = current_scope().tenant_id
+    return session.scalar(sa.select(sa.or_(
+        sa.exists().where(InternetProfile.tenant_id == tenant_id, sa.or_(
+            InternetProfile.data_limit_gb.is_not(None), sa.and_(
+                InternetProfile.usage_billing_enabled.is_(True),
+                InternetProfile.usage_disconnect_on_exceed.is_(True)))),
+        sa.exists().where(ServiceInstance.tenant_id == tenant_id,
+                          ServiceInstance.data_limit_gb_override.is_not(None))))) or False
 
 
 def _import_from(session: Session, driver: RouterDriver, settings: dict,
@@ -81,111 +116,136 @@ def _import_from(session: Session, driver: RouterDriver, settings: dict,
                  ) -> dt.datetime | None:
     """Read one driver's records batch by batch from `after`; the newest change time seen.
 
+    The next batch is read (by a thread, from the RADIUS database) while this one is counted
+    (in ours): both databases work at once. Reading needs no lock - counting compares with
+    what is counted at that moment, under the cursor's lock, so a batch read early or by two
+    imports still counts once.
+
+    The first read is short (FIRST_READ), so that counting starts soon and reads overlap from
+    the second batch on.
+
     Records changed at the same instant as the last of a full batch are read again from that
     instant; when a whole batch shares it (thousands of sessions closed at once by a NAS's
     Accounting-On), the next read asks for twice as many so that it gets past them."""
-    limit, newest = batch, None
-    while True:
-        _locked_cursor(session)
-        records = driver.read_usage(settings, after, limit)
-        _count(session, records, services, result)
-        session.commit()
-        result.records += len(records)
-        if progress is not None:
-            progress(len(records))
-        if records:
-            newest = records[-1].changed_at
-        if len(records) < limit:
-            return newest
-        limit = limit * 2 if newest == after else batch
-        after = newest
+    limit, newest = min(batch, FIRST_READ), None
+    with ThreadPoolExecutor(1, thread_name_prefix="usage-read") as reader:
+        pending = reader.submit(driver.read_usage, settings, after, limit)
+        while True:
+            records = pending.result()
+            full = len(records) >= limit
+            if records:
+                newest = records[-1].changed_at
+            if full:
+                limit = limit * 2 if newest == after else batch
+                after = newest
+                pending = reader.submit(driver.read_usage, settings, after, limit)
+            _locked_cursor(session)
+            _count(session, records, services, result)
+            session.commit()
+            result.records += len(records)
+            if progress is not None:
+                progress(len(records))
+            if not full:
+                return newest
 
 
 def _count(session: Session, records: list[UsageRecord], services: dict[str, int],
            result: UsageImportResult) -> None:
-    """Add the growth of each session over what was counted of it, in one upsert per table."""
-    known = [(r, services[r.username]) for r in records if r.username in services]
-    result.skipped += len(records) - len(known)
-    if not known:
+    """Add the growth of each session over what was counted of it: the batch goes into a
+    temporary table, and SQL computes and writes the rest inside the database."""
+    batch, find = {}, services.get
+    for unique_id, username, changed_at, down, up, seconds, *_ in records:
+        service_id = find(username)
+        if service_id is not None:  # one row per session: the last read of it wins
+            batch[unique_id] = (unique_id, service_id, down, up, seconds, changed_at)
+    result.skipped += len(records) - len(batch)
+    if not batch:
         return
-    counted = {uid: (down, up, secs) for uid, down, up, secs in session.execute(
-        sa.select(UsageSession.unique_id, UsageSession.download_bytes,
-                  UsageSession.upload_bytes, UsageSession.session_seconds)
-        .where(_among_strings(session, UsageSession.unique_id,
-                              [r.unique_id for r, _ in known])))}
-    grown: dict[str, tuple] = {}
-    days: dict[tuple[int, dt.date], list[int]] = {}
-    for record, service_id in known:
-        uid = record.unique_id
-        down, up, secs = counted.get(uid, _NOTHING)
-        more_down = record.download_bytes - down
-        more_up = record.upload_bytes - up
-        more_secs = record.session_seconds - secs
-        if more_down <= 0 and more_up <= 0 and more_secs <= 0:
-            continue
-        now = counted[uid] = (max(down, record.download_bytes), max(up, record.upload_bytes),
-                              max(secs, record.session_seconds))
-        grown[uid] = (uid, service_id, *now, record.changed_at.replace(tzinfo=None))
-        day = days.get((service_id, record.changed_at.date()))
-        if day is None:
-            day = days[service_id, record.changed_at.date()] = [0, 0, 0]
-        day[0] += max(more_down, 0)
-        day[1] += max(more_up, 0)
-        day[2] += max(more_secs, 0)
-    if grown:
-        _write(session, list(grown.values()), days)
-    result.sessions += len(grown)
-    result.days += len(days)
-
-
-_SESSION_COLUMNS = ("unique_id", "service_id", "download_bytes", "upload_bytes",
-                    "session_seconds", "updated_at")
-_DAILY_COLUMNS = ("service_id", "day", "download_bytes", "upload_bytes", "session_seconds")
-
-
-def _write(session: Session, grown: list[tuple],
-           days: dict[tuple[int, dt.date], list[int]]) -> None:
-    """What a session counted is replaced (it only grows: the deltas were computed under the
-    lock); a day adds the deltas to what it had."""
-    _upsert(session, UsageSession.__table__, _SESSION_COLUMNS, grown, key=("unique_id",))
-    _upsert(session, UsageDaily.__table__, _DAILY_COLUMNS,
-            [(*key, *amounts) for key, amounts in days.items()], key=("service_id", "day"),
-            added=_DAILY_COLUMNS[2:])
-
-
-def _upsert(session: Session, table: sa.Table, columns: tuple[str, ...], rows: list[tuple], *,
-            key: tuple[str, ...], added: tuple[str, ...] = ()) -> None:
-    """INSERT ... ON CONFLICT (tenant, key) DO UPDATE of the acting tenant's rows: the other
-    columns are replaced, or (`added`) increased by the new values."""
-    tenant_id = current_scope().tenant_id
+    params = {"tenant": current_scope().tenant_id}
     if _dialect(session) == "postgresql":
-        _upsert_arrays(session, table, columns, rows, key, added, tenant_id)
-        return
-    stmt = sqlite.insert(table)
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=["tenant_id", *key],
-        set_={name: table.c[name] + stmt.excluded[name] if name in added
-              else stmt.excluded[name] for name in columns if name not in key}),
-        [{"tenant_id": tenant_id, **dict(zip(columns, row, strict=True))} for row in rows])
+        _copy_batch(session, batch.values())
+        sessions, days = session.execute(_COUNT_POSTGRESQL, params).one()
+    else:
+        _insert_batch(session, batch.values())
+        days = session.execute(_ADD_DAYS_SQLITE, params).rowcount
+        sessions = session.execute(_KEEP_COUNTED_SQLITE, params).rowcount
+    result.sessions += sessions
+    result.days += days
 
 
-def _upsert_arrays(session: Session, table: sa.Table, columns: tuple[str, ...],
-                   rows: list[tuple], key: tuple[str, ...], added: tuple[str, ...],
-                   tenant_id: int) -> None:
-    """PostgreSQL: one statement whatever the number of rows, from one array per column
-    (an executemany pays a round trip per row), sent in binary (%b): psycopg encodes 20,000
-    values of a column in ~15 ms so, 30-140 ms as text."""
-    dialect = postgresql.dialect()
-    arrays = ", ".join(f"%(c{n})b::{table.c[name].type.compile(dialect)}[]"
-                       for n, name in enumerate(columns))
-    updates = ", ".join(f"{name} = {table.name}.{name} + EXCLUDED.{name}" if name in added
-                        else f"{name} = EXCLUDED.{name}" for name in columns if name not in key)
-    session.connection().exec_driver_sql(
-        f"INSERT INTO {table.name} (tenant_id, {', '.join(columns)}) "
-        f"SELECT %(tenant)s, * FROM unnest({arrays}) "
-        f"ON CONFLICT (tenant_id, {', '.join(key)}) DO UPDATE SET {updates}",
-        {"tenant": tenant_id} | {f"c{n}": list(values) for n, values in
-                                 enumerate(zip(*rows, strict=True))})
+# The batch's sessions that grew beyond what was counted of them (`c`: the counted row, NULL
+# the first time a session is seen), and by how much per component: a counter that went down
+# adds nothing and lowers nothing.
+_AMOUNTS = ("download_bytes", "upload_bytes", "session_seconds")
+_GROWTH = [f"CASE WHEN b.{a} > COALESCE(c.{a}, 0) THEN b.{a} - COALESCE(c.{a}, 0) ELSE 0 END"
+           for a in _AMOUNTS]
+_GREW = " OR ".join(f"b.{a} > COALESCE(c.{a}, 0)" for a in _AMOUNTS)
+_FROM = ("FROM usage_batch b LEFT JOIN usage_session c "
+         "ON c.tenant_id = :tenant AND c.unique_id = b.unique_id")
+_DAILY = "usage_daily (tenant_id, service_id, day, download_bytes, upload_bytes, session_seconds)"
+_DAILY_ADDS = ("ON CONFLICT (tenant_id, service_id, day) DO UPDATE SET "
+               + ", ".join(f"{a} = usage_daily.{a} + excluded.{a}" for a in _AMOUNTS))
+_COUNTED = ("usage_session (tenant_id, unique_id, service_id, download_bytes, upload_bytes, "
+            "session_seconds, updated_at)")
+_COUNTED_KEEPS = ("ON CONFLICT (tenant_id, unique_id) DO UPDATE SET "
+                  + ", ".join(f"{a} = CASE WHEN excluded.{a} > usage_session.{a} "
+                              f"THEN excluded.{a} ELSE usage_session.{a} END" for a in _AMOUNTS)
+                  + ", updated_at = excluded.updated_at")
+# PostgreSQL: one statement - the join is made once, both upserts read its snapshot.
+_COUNT_POSTGRESQL = sa.text(
+    "WITH grown AS (SELECT b.unique_id, b.service_id, b.download_bytes, b.upload_bytes, "
+    "b.session_seconds, b.changed_at AT TIME ZONE 'UTC' AS changed_at, "
+    + ", ".join(f"{g} AS more_{a}" for g, a in zip(_GROWTH, _AMOUNTS, strict=True))
+    + f" {_FROM} WHERE {_GREW}), "
+    f"counted AS (INSERT INTO {_COUNTED} SELECT :tenant, unique_id, service_id, "
+    f"download_bytes, upload_bytes, session_seconds, changed_at FROM grown {_COUNTED_KEEPS} "
+    "RETURNING 1), "
+    f"days AS (INSERT INTO {_DAILY} SELECT :tenant, service_id, changed_at::date, "
+    + ", ".join(f"SUM(more_{a})" for a in _AMOUNTS)
+    + f" FROM grown GROUP BY service_id, changed_at::date {_DAILY_ADDS} RETURNING 1) "
+    "SELECT (SELECT count(*) FROM counted), (SELECT count(*) FROM days)")
+# SQLite (no writing WITH): the days first, while `c` still holds what was counted before.
+_ADD_DAYS_SQLITE = sa.text(
+    f"INSERT INTO {_DAILY} SELECT :tenant, b.service_id, date(b.changed_at), "
+    + ", ".join(f"SUM({g})" for g in _GROWTH)
+    + f" {_FROM} WHERE {_GREW} GROUP BY b.service_id, date(b.changed_at) {_DAILY_ADDS}")
+_KEEP_COUNTED_SQLITE = sa.text(
+    f"INSERT INTO {_COUNTED} SELECT :tenant, b.unique_id, b.service_id, b.download_bytes, "
+    f"b.upload_bytes, b.session_seconds, b.changed_at {_FROM} WHERE {_GREW} {_COUNTED_KEEPS}")
+_BATCH_COLUMNS = "unique_id, service_id, download_bytes, upload_bytes, session_seconds, changed_at"
+
+
+def _copy_batch(session: Session, rows) -> None:
+    """PostgreSQL: the batch as this connection's temporary table usage_batch, sent with a
+    binary COPY; its rows go at commit."""
+    connection = session.connection()
+    connection.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS usage_batch (unique_id varchar(64), "
+        "service_id int, download_bytes bigint, upload_bytes bigint, session_seconds bigint, "
+        "changed_at timestamptz) ON COMMIT DELETE ROWS")
+    with connection.connection.driver_connection.cursor() as cursor, cursor.copy(
+            f"COPY usage_batch ({_BATCH_COLUMNS}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(("varchar", "int4", "int8", "int8", "int8", "timestamptz"))
+        for row in rows:
+            copy.write_row(row)
+    # without statistics the planner guesses a temporary table big and hash-joins the whole
+    # of usage_session to it; measured, a batch joins by the primary key instead
+    connection.exec_driver_sql("ANALYZE usage_batch")
+
+
+def _insert_batch(session: Session, rows) -> None:
+    """SQLite: the batch as the temporary table usage_batch (emptied first), times as SQLite
+    keeps them - naive UTC text."""
+    connection = session.connection()
+    connection.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS usage_batch (unique_id TEXT, service_id INTEGER, "
+        "download_bytes INTEGER, upload_bytes INTEGER, session_seconds INTEGER, "
+        "changed_at DATETIME)")
+    connection.exec_driver_sql("DELETE FROM usage_batch")
+    connection.exec_driver_sql(
+        f"INSERT INTO usage_batch ({_BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+        [(*row[:5], row[5].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
+         for row in rows])
 
 
 def _insert(session: Session):
@@ -195,15 +255,6 @@ def _insert(session: Session):
 
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
-
-
-def _among_strings(session: Session, column, values: list[str]) -> sa.ColumnElement[bool]:
-    """`column IN values` for a batch of thousands of strings, as one parameter: an array on
-    PostgreSQL, a JSON list on SQLite (whose statements take at most 32766 parameters)."""
-    if _dialect(session) == "postgresql":
-        return column == sa.any_(sa.bindparam(None, values, type_=postgresql.ARRAY(sa.Text)))
-    listed = sa.func.json_each(sa.bindparam(None, json.dumps(values))).table_valued("value")
-    return column.in_(sa.select(listed.c.value))
 
 
 def _locked_cursor(session: Session) -> UsageCursor:
@@ -216,14 +267,15 @@ def _locked_cursor(session: Session) -> UsageCursor:
                           .execution_options(populate_existing=True))
 
 
-def _move_cursor(session: Session, newest: dt.datetime | None) -> None:
-    """Forward only: an import running alongside may have gone further."""
+def _move_cursor(session: Session, newest: dt.datetime | None) -> dt.datetime | None:
+    """Forward only: an import running alongside may have gone further. The watermark now."""
     cursor = _locked_cursor(session)
     if newest is not None:
         newest = newest.replace(tzinfo=None)  # UTC, as drivers report
         if cursor.updated_after is None or newest > cursor.updated_after:
             cursor.updated_after = newest
     cursor.imported_at = utcnow()
+    return cursor.updated_after
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from headend.plugins.config_schema import ConfigSchema, Field
 
@@ -266,10 +266,10 @@ class RouterDiff:
     remove: tuple[str, ...] = ()  # keys
 
 
-@dataclass(frozen=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
     """One accounting session as the target last reported it (totals so far, not deltas):
-    octets as 64-bit counts (gigawords folded in), download = sent to the subscriber."""
+    octets as 64-bit counts (gigawords folded in), download = sent to the subscriber. A named
+    tuple: an import reads hundreds of thousands of them."""
 
     unique_id: str  # stable per session (radacct.acctuniqueid)
     username: str
@@ -286,6 +286,19 @@ class RouterUnavailable(Exception):
     reports the target unreachable and retries later; the other targets go on."""
 
 
+class EntriesRefused(Exception):
+    """The target refused some entries of a diff and took the rest: `refused` maps each refused
+    entry's key to the target's reason. The core records the rest as applied and each refused
+    entry as failed, so one bad entry never holds back the others."""
+
+    def __init__(self, refused: Mapping[str, str]):
+        self.refused = dict(refused)
+        shown = "; ".join(f"{key}: {reason}" for key, reason in list(self.refused.items())[:5])
+        more = len(self.refused) - 5
+        super().__init__(f"{len(self.refused)} refused - {shown}"
+                         + (f" (and {more} more)" if more > 0 else ""))
+
+
 class RouterDriver(Plugin):
     """Talks to one kind of network device; the core computes diffs, the driver applies them."""
 
@@ -297,7 +310,9 @@ class RouterDriver(Plugin):
 
     @abstractmethod
     def apply_diff(self, settings: Settings, router: Mapping[str, Any], diff: RouterDiff) -> None:
-        """Apply a diff computed by the core; raise on failure (the core retries the job)."""
+        """Apply a diff computed by the core. Raise RouterUnavailable when the target cannot be
+        reached, EntriesRefused when it took some entries and refused others (having tried
+        every one), anything else when nothing is known to be applied (the core retries)."""
 
     @abstractmethod
     def disconnect(self, settings: Settings, router: Mapping[str, Any], username: str) -> None:

@@ -18,7 +18,7 @@ from headend.plugins import hookspecs
 from headend.plugins.interfaces import KINDS, Plugin
 
 # Module paths of the plugins that ship with the core (real ones arrive with their features).
-DEFAULT_PLUGINS: tuple[str, ...] = ("headend.network.listener",)
+DEFAULT_PLUGINS: tuple[str, ...] = ("headend.network.listener", "headend.mail.listener")
 ENTRY_POINT_GROUP = "headend"
 
 

@@ -20,7 +20,8 @@ from headend.db import ExactDecimal, Model, TenantOwned, utcnow
 CUSTOMER_TYPES = ("residential", "business")
 SUBSCRIBER_STATUSES = ("prospect", "active", "suspended", "inactive", "archived")
 SUBSCRIPTION_STATUSES = ("pending", "active", "hibernating", "suspended", "cancelled")
-SERVICE_STATUSES = ("pending", "active", "suspended", "cancelled")
+# inactive: taken off the network by staff (Deactivate); cancelled: its subscription was
+SERVICE_STATUSES = ("pending", "active", "inactive", "suspended", "cancelled")
 # The package's tax option (Package columns of the same names), copied onto each subscription.
 PACKAGE_TAX_FIELDS = ("tax_mode", "custom_tax_kind", "custom_tax_cycle_rate",
                       "custom_tax_setup_rate")

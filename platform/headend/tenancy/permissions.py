@@ -20,10 +20,12 @@ BILLING = "Billing"
 COLLECTIONS = "Collections"  # collection rules, autopay, promises to pay, overdue accounts
 PAYMENTS = "Payments"  # payments, refunds, saved payment methods, gateway routes
 NETWORK = "Network"  # routers and NAS, service activation, the reconcile preview, settings
+DOCUMENTS = "Documents"  # branding, invoice design, PDFs and batch prints, email settings
+PORTAL = "Portal"  # subscriber portal logins and invitations
 TENANTS = "Tenants"  # operators only
 
 RESOURCES = (CATALOG, SUBSCRIBERS, SUBSCRIPTIONS, NOTES, PLUGINS, AUDIT, LEDGER, BILLING,
-             COLLECTIONS, PAYMENTS, NETWORK)
+             COLLECTIONS, PAYMENTS, NETWORK, DOCUMENTS, PORTAL)
 
 METHOD_PERMISSIONS = {
     # ModelView
@@ -39,9 +41,10 @@ ROLE_GRANTS: dict[str, dict[str, str]] = {
     "Admin": {**{r: WRITE for r in RESOURCES}, AUDIT: READ},
     "Billing": {
         **_ALL_READ, CATALOG: WRITE, SUBSCRIBERS: WRITE, SUBSCRIPTIONS: WRITE, NOTES: WRITE,
-        LEDGER: WRITE, BILLING: WRITE, COLLECTIONS: WRITE, PAYMENTS: WRITE,
+        LEDGER: WRITE, BILLING: WRITE, COLLECTIONS: WRITE, PAYMENTS: WRITE, DOCUMENTS: WRITE,
+        PORTAL: WRITE,
     },
-    "Support": {**_ALL_READ, NOTES: WRITE},
+    "Support": {**_ALL_READ, NOTES: WRITE, PORTAL: WRITE},
     "Technician": {**_ALL_READ, SUBSCRIPTIONS: WRITE, NOTES: WRITE, NETWORK: WRITE},
     "ReadOnly": dict(_ALL_READ),
 }

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 18:11:51.315181
+Create Date: 2026-12-07 03:48:44.973114
 """
 
 import headend.db
@@ -73,6 +73,18 @@ def upgrade():
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
         sa.UniqueConstraint("slug"),
+    )
+    op.create_table(
+        "usage_session",
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.Column("unique_id", sa.String(length=64), nullable=False),
+        sa.Column("service_id", sa.Integer(), nullable=False),
+        sa.Column("download_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("upload_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("session_seconds", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "unique_id"),
+        postgresql_with={"fillfactor": 80},
     )
     op.create_table(
         "ab_group_role",
@@ -182,6 +194,36 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_audit_log_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "branding",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("display_name", sa.String(length=120), nullable=True),
+        sa.Column("logo", sa.LargeBinary(), nullable=True),
+        sa.Column("logo_media_type", sa.String(length=20), nullable=True),
+        sa.Column("primary_color", sa.String(length=7), nullable=False),
+        sa.Column("accent_color", sa.String(length=7), nullable=False),
+        sa.Column("address", sa.Text(), nullable=True),
+        sa.Column("phone", sa.String(length=40), nullable=True),
+        sa.Column("email", sa.String(length=254), nullable=True),
+        sa.Column("website", sa.String(length=255), nullable=True),
+        sa.Column("tax_id", sa.String(length=60), nullable=True),
+        sa.Column("billing_name", sa.String(length=120), nullable=True),
+        sa.Column("billing_address", sa.Text(), nullable=True),
+        sa.Column("billing_phone", sa.String(length=40), nullable=True),
+        sa.Column("billing_email", sa.String(length=254), nullable=True),
+        sa.Column("contact_phone", sa.String(length=40), nullable=True),
+        sa.Column("contact_email", sa.String(length=254), nullable=True),
+        sa.Column("contact_hours", sa.String(length=120), nullable=True),
+        sa.Column("contact_message", sa.Text(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_branding"),
+    )
+    with op.batch_alter_table("branding", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_branding_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "collection_settings",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("retry_count", sa.Integer(), nullable=False),
@@ -240,6 +282,27 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_gateway_route_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "invoice_design",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("form_plugin_id", sa.String(length=60), nullable=False),
+        sa.Column("header_text", sa.Text(), nullable=True),
+        sa.Column("footer_text", sa.Text(), nullable=True),
+        sa.Column("marketing_message", sa.Text(), nullable=True),
+        sa.Column("remittance_stub", sa.Boolean(), nullable=False),
+        sa.Column("columns", sa.JSON(), nullable=False),
+        sa.Column("show_usage", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_invoice_design"),
+    )
+    with op.batch_alter_table("invoice_design", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_invoice_design_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "journal_entry",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("entry_date", sa.Date(), nullable=False),
@@ -278,6 +341,29 @@ def upgrade():
         batch_op.create_index(
             batch_op.f("ix_ledger_settings_tenant_id"), ["tenant_id"], unique=False
         )
+
+    op.create_table(
+        "mail_settings",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=True),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("security", sa.String(length=10), nullable=False),
+        sa.Column("username", sa.String(length=254), nullable=True),
+        sa.Column("secret_config", sa.Text(), nullable=True),
+        sa.Column("from_address", sa.String(length=254), nullable=True),
+        sa.Column("from_name", sa.String(length=120), nullable=True),
+        sa.Column("reply_to", sa.String(length=254), nullable=True),
+        sa.Column("email_invoices", sa.Boolean(), nullable=False),
+        sa.Column("email_receipts", sa.Boolean(), nullable=False),
+        sa.Column("email_notices", sa.Boolean(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", name="uq_mail_settings"),
+    )
+    with op.batch_alter_table("mail_settings", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_mail_settings_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "network_settings",
@@ -355,6 +441,43 @@ def upgrade():
         batch_op.create_index(
             batch_op.f("ix_plugin_configuration_tenant_id"), ["tenant_id"], unique=False
         )
+
+    op.create_table(
+        "portal_login_failure",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("login", sa.String(length=254), nullable=False),
+        sa.Column("failed_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("portal_login_failure", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_portal_login_failure_login", ["tenant_id", "login", "failed_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_portal_login_failure_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "print_batch",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_by", sa.String(length=120), nullable=False),
+        sa.Column("criteria", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("done", sa.Integer(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("pdf", sa.LargeBinary(), nullable=True),
+        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("print_batch", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_print_batch_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_print_batch_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "router",
@@ -762,6 +885,27 @@ def upgrade():
         )
 
     op.create_table(
+        "portal_account",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("login", sa.String(length=254), nullable=False),
+        sa.Column("password_hash", sa.String(length=255), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("last_login_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "login", name="uq_portal_account_login"),
+        sa.UniqueConstraint("tenant_id", "subscriber_id", name="uq_portal_account_subscriber"),
+    )
+    with op.batch_alter_table("portal_account", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_portal_account_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "saved_payment_method",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
@@ -1110,6 +1254,27 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_payment_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "portal_token",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("purpose", sa.String(length=10), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("used_at", sa.DateTime(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["portal_account.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("token_hash", name="uq_portal_token_hash"),
+    )
+    with op.batch_alter_table("portal_token", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_portal_token_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_portal_token_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "recurring_line",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
@@ -1374,6 +1539,32 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_refund_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "signup_attempt",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("ip", sa.String(length=45), nullable=False),
+        sa.Column("package_id", sa.Integer(), nullable=True),
+        sa.Column("email", sa.String(length=254), nullable=True),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("subscriber_id", sa.Integer(), nullable=True),
+        sa.Column("payment_id", sa.Integer(), nullable=True),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["package_id"], ["package.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["payment_id"], ["payment.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("signup_attempt", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_signup_attempt_ip", ["tenant_id", "ip", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_signup_attempt_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "usage_charge",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("service_id", sa.Integer(), nullable=False),
@@ -1403,57 +1594,65 @@ def upgrade():
 
     op.create_table(
         "usage_daily",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.Column("service_id", sa.Integer(), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("download_bytes", sa.BigInteger(), nullable=False),
         sa.Column("upload_bytes", sa.BigInteger(), nullable=False),
         sa.Column("session_seconds", sa.BigInteger(), nullable=False),
-        sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["service_id"], ["service_instance.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("tenant_id", "service_id", "day", name="uq_usage_daily"),
+        sa.PrimaryKeyConstraint("tenant_id", "service_id", "day"),
+        postgresql_with={"fillfactor": 80},
     )
-    with op.batch_alter_table("usage_daily", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_usage_daily_service_id"), ["service_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_usage_daily_tenant_id"), ["tenant_id"], unique=False)
-
     op.create_table(
-        "usage_session",
+        "outbound_email",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("unique_id", sa.String(length=64), nullable=False),
-        sa.Column("service_id", sa.Integer(), nullable=False),
-        sa.Column("download_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("upload_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("session_seconds", sa.BigInteger(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=True),
+        sa.Column("kind", sa.String(length=24), nullable=False),
+        sa.Column("key", sa.String(length=120), nullable=False),
+        sa.Column("to_address", sa.String(length=254), nullable=False),
+        sa.Column("subject", sa.String(length=255), nullable=False),
+        sa.Column("body_text", sa.Text(), nullable=False),
+        sa.Column("body_html", sa.Text(), nullable=True),
+        sa.Column("subscriber_id", sa.Integer(), nullable=True),
+        sa.Column("invoice_id", sa.Integer(), nullable=True),
+        sa.Column("payment_id", sa.Integer(), nullable=True),
+        sa.Column("notice_id", sa.Integer(), nullable=True),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("attempted_at", sa.DateTime(), nullable=True),
+        sa.Column("next_attempt_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("sent_at", sa.DateTime(), nullable=True),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(["service_id"], ["service_instance.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoice.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["notice_id"], ["notice.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["payment_id"], ["payment.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("tenant_id", "unique_id", name="uq_usage_session"),
+        sa.UniqueConstraint("tenant_id", "key", name="uq_outbound_email_key"),
     )
-    with op.batch_alter_table("usage_session", schema=None) as batch_op:
+    with op.batch_alter_table("outbound_email", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbound_email_status"), ["status"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_usage_session_service_id"), ["service_id"], unique=False
+            batch_op.f("ix_outbound_email_subscriber_id"), ["subscriber_id"], unique=False
         )
-        batch_op.create_index(batch_op.f("ix_usage_session_tenant_id"), ["tenant_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_outbound_email_tenant_id"), ["tenant_id"], unique=False
+        )
 
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
-    with op.batch_alter_table("usage_session", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_usage_session_tenant_id"))
-        batch_op.drop_index(batch_op.f("ix_usage_session_service_id"))
+    with op.batch_alter_table("outbound_email", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbound_email_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_outbound_email_subscriber_id"))
+        batch_op.drop_index(batch_op.f("ix_outbound_email_status"))
 
-    op.drop_table("usage_session")
-    with op.batch_alter_table("usage_daily", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_usage_daily_tenant_id"))
-        batch_op.drop_index(batch_op.f("ix_usage_daily_service_id"))
-
+    op.drop_table("outbound_email")
     op.drop_table("usage_daily")
     with op.batch_alter_table("usage_charge", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_usage_charge_tenant_id"))
@@ -1461,6 +1660,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_usage_charge_invoice_id"))
 
     op.drop_table("usage_charge")
+    with op.batch_alter_table("signup_attempt", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_signup_attempt_tenant_id"))
+        batch_op.drop_index("ix_signup_attempt_ip")
+
+    op.drop_table("signup_attempt")
     with op.batch_alter_table("refund", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_refund_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_refund_payment_id"))
@@ -1515,6 +1719,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_recurring_line_subscriber_id"))
 
     op.drop_table("recurring_line")
+    with op.batch_alter_table("portal_token", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_portal_token_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_portal_token_account_id"))
+
+    op.drop_table("portal_token")
     with op.batch_alter_table("payment", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_payment_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_payment_subscriber_id"))
@@ -1585,6 +1794,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_saved_payment_method_subscriber_id"))
 
     op.drop_table("saved_payment_method")
+    with op.batch_alter_table("portal_account", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_portal_account_tenant_id"))
+
+    op.drop_table("portal_account")
     with op.batch_alter_table("package_service_line", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_package_service_line_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_package_service_line_service_id"))
@@ -1681,6 +1894,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_router_tenant_id"))
 
     op.drop_table("router")
+    with op.batch_alter_table("print_batch", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_print_batch_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_print_batch_created_at"))
+
+    op.drop_table("print_batch")
+    with op.batch_alter_table("portal_login_failure", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_portal_login_failure_tenant_id"))
+        batch_op.drop_index("ix_portal_login_failure_login")
+
+    op.drop_table("portal_login_failure")
     with op.batch_alter_table("plugin_configuration", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_plugin_configuration_tenant_id"))
 
@@ -1694,6 +1917,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_network_settings_tenant_id"))
 
     op.drop_table("network_settings")
+    with op.batch_alter_table("mail_settings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_mail_settings_tenant_id"))
+
+    op.drop_table("mail_settings")
     with op.batch_alter_table("ledger_settings", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ledger_settings_tenant_id"))
 
@@ -1704,6 +1931,10 @@ def downgrade():
         batch_op.drop_index("ix_journal_entry_date")
 
     op.drop_table("journal_entry")
+    with op.batch_alter_table("invoice_design", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoice_design_tenant_id"))
+
+    op.drop_table("invoice_design")
     with op.batch_alter_table("gateway_route", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_gateway_route_tenant_id"))
 
@@ -1716,6 +1947,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_collection_settings_tenant_id"))
 
     op.drop_table("collection_settings")
+    with op.batch_alter_table("branding", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_branding_tenant_id"))
+
+    op.drop_table("branding")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_tenant_id"))
         batch_op.drop_index("ix_audit_log_entity")
@@ -1743,6 +1978,7 @@ def downgrade():
         batch_op.drop_index("idx_group_id")
 
     op.drop_table("ab_group_role")
+    op.drop_table("usage_session")
     op.drop_table("tenant")
     op.drop_table("ab_view_menu")
     op.drop_table("ab_role")

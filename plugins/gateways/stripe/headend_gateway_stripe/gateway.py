@@ -224,6 +224,14 @@ class StripeGateway(PaymentGateway):
         return customer["id"]
 
     def save_method(self, settings, customer_ref, token):
+        if token.startswith("tok_"):
+            # A card token (Stripe.js createToken; all localstripe's Stripe.js stand-in makes):
+            # attached as the customer's card source; card_ ids are charged like PaymentMethods.
+            card = self._call(lambda c: c.v1.customers.payment_sources.create(
+                customer_ref, {"source": token}), settings)
+            return SavedMethod(card["id"], "card", brand=(card.get("brand") or "").lower(),
+                               last4=card.get("last4") or "", exp_month=card.get("exp_month"),
+                               exp_year=card.get("exp_year"))
         method = self._call(lambda c: c.v1.payment_methods.attach(
             token, {"customer": customer_ref}), settings)
         card = method.get("card") or {}

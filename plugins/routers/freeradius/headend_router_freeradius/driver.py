@@ -15,6 +15,7 @@ subscriber is never seen half written, and a failure leaves the database as it w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections import defaultdict
@@ -91,6 +92,18 @@ def _create_engine(database_url: str) -> sa.Engine:
     # A database that does not answer must not hold a reconcile job for minutes.
     connect_args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+@contextlib.contextmanager
+def _reachable(database_url: str):
+    """A database that refuses, times out or drops the connection is RouterUnavailable, as a
+    router that does not answer: the core reports it "unreachable" and tries again later."""
+    try:
+        yield
+    except sa.exc.OperationalError as error:
+        shown = sa.engine.make_url(database_url).render_as_string(hide_password=True)
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise RouterUnavailable(f"RADIUS database {shown} cannot be reached: {reason}") from error
 
 
 @functools.cache
@@ -266,23 +279,26 @@ class FreeradiusDriver(RouterDriver):
         return values
 
     def read_state(self, settings, router) -> list[RouterEntry]:
-        with engine_for(self._settings(settings)["database_url"]).connect() as conn:
+        url = self._settings(settings)["database_url"]
+        with _reachable(url), engine_for(url).connect() as conn:
             return _read_entries(conn)
 
     def apply_diff(self, settings, router, diff: RouterDiff) -> None:
         values = self._settings(settings)
-        with engine_for(values["database_url"]).begin() as conn:
+        with _reachable(values["database_url"]), engine_for(values["database_url"]).begin() as conn:
             _write(conn, diff)
             _write_groups(conn, values)
 
     def read_usage(self, settings, changed_after, limit: int) -> list[UsageRecord]:
         """radacct sessions changed at or after `changed_after` (see .usage)."""
-        return read_usage(engine_for(self._settings(settings)["database_url"]), changed_after,
-                          limit)
+        url = self._settings(settings)["database_url"]
+        with _reachable(url):
+            return read_usage(engine_for(url), changed_after, limit)
 
     def disconnect(self, settings, router, username: str) -> None:
         values = self._settings(settings)
-        with engine_for(values["database_url"]).connect() as conn:
+        with _reachable(values["database_url"]), \
+                engine_for(values["database_url"]).connect() as conn:
             session_id = _open_session_id(conn, username)
         client = _client(values, router)
         request = client.CreateCoAPacket(code=packet.DisconnectRequest, User_Name=username,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
+from itertools import starmap
 
 import sqlalchemy as sa
 from headend.plugins.interfaces import UsageRecord
@@ -83,9 +84,11 @@ def read_usage(engine: sa.Engine, changed_after: datetime | None,
     ensure_index(engine)
     dialect = engine.dialect.name
     changed = _changed_at(dialect)
-    stmt = (sa.select(radacct.c.acctuniqueid, radacct.c.username, changed,
-                      radacct.c.acctoutputoctets, radacct.c.acctinputoctets,
-                      radacct.c.acctsessiontime)
+    zero = sa.literal(0)
+    stmt = (sa.select(radacct.c.acctuniqueid, sa.func.coalesce(radacct.c.username, ""), changed,
+                      sa.func.coalesce(radacct.c.acctoutputoctets, zero),
+                      sa.func.coalesce(radacct.c.acctinputoctets, zero),
+                      sa.func.coalesce(radacct.c.acctsessiontime, zero))
             .where(changed.is_not(None))
             .order_by(changed, radacct.c.radacctid).limit(limit))
     if changed_after is not None:
@@ -95,7 +98,6 @@ def read_usage(engine: sa.Engine, changed_after: datetime | None,
             conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
         rows = conn.execute(stmt).all()
     if dialect == "sqlite":  # epoch seconds
-        rows = [(uid, user, datetime.fromtimestamp(at, UTC), *rest)
+        return [UsageRecord(uid, user, datetime.fromtimestamp(at, UTC), *rest)
                 for uid, user, at, *rest in rows]
-    return [UsageRecord(uid, username or "", at, down or 0, up or 0, seconds or 0)
-            for uid, username, at, down, up, seconds in rows]
+    return list(starmap(UsageRecord, rows))

@@ -141,14 +141,16 @@ def test_first_use_creates_the_freeradius_tables(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
-def test_an_unreachable_database_raises_and_writes_nothing(kind, tmp_path):
+def test_an_unreachable_database_is_reported_unavailable_and_nothing_is_written(kind, tmp_path):
     url = (f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/radius"
            if kind == "postgresql" else f"sqlite:///{tmp_path / 'missing' / 'radius.db'}")
 
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(RouterUnavailable, match="RADIUS database .* cannot be reached"):
         DRIVER.read_state({"database_url": url}, router())
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(RouterUnavailable):
         apply({"database_url": url}, add=subscriber("alice"))
+    with pytest.raises(RouterUnavailable):
+        DRIVER.read_usage({"database_url": url}, None, 10)
 
 
 def test_a_key_of_another_kind_is_refused_before_anything_is_written(settings, radius_engine):

@@ -22,6 +22,7 @@ from typing import Any
 
 from headend.plugins.interfaces import (
     ConfigSchema,
+    EntriesRefused,
     Field,
     RouterDriver,
     RouterEntry,
@@ -323,22 +324,24 @@ class MikrotikDriver(RouterDriver):
 
         Items are looked up by reading first, so applying the same diff twice is harmless: a
         removed key that is gone is skipped, and an add or change of a key already there sets
-        only what differs. A router error stops at that entry and raises with the entry's key and
-        the router's message; the entries before it stay applied, and the core's next read and
-        diff picks up from there.
+        only what differs. An entry the router refuses is noted with the router's message and
+        the others are still written; then EntriesRefused names every refused entry.
         """
         settings = self._settings(settings)
         keys = [*diff.remove, *(entry.key for entry in (*diff.change, *diff.add))]
         if not keys:
             return
         kinds = {kind_of(key) for key in keys}
+        refused: dict[str, str] = {}
         with session(router, settings["timeout"]) as api:
             found = self._managed_items(api, settings, kinds)
             for key in diff.remove:
                 if key in found:
-                    self._run(api, router, key, "remove", **{".id": found[key].id})
+                    self._run(api, router, key, "remove", refused, **{".id": found[key].id})
             for entry in (*diff.change, *diff.add):
-                self._put(api, router, entry, found.get(entry.key))
+                self._put(api, router, entry, found.get(entry.key), refused)
+        if refused:
+            raise EntriesRefused(refused)
 
     def _managed_items(self, api: Api, settings: Mapping[str, Any],
                        kinds: Iterable[Kind]) -> dict[str, Item]:
@@ -350,24 +353,23 @@ class MikrotikDriver(RouterDriver):
         return items
 
     def _put(self, api: Api, router: Mapping[str, Any], entry: RouterEntry,
-             item: Item | None) -> None:
+             item: Item | None, refused: dict[str, str]) -> None:
         """Add the entry, or set what differs on the item that has its key."""
         kind = kind_of(entry.key)
         if item is None:
-            self._run(api, router, entry.key, "add", **entry.attributes)
+            self._run(api, router, entry.key, "add", refused, **entry.attributes)
             return
         values = changed_values(item.attributes, entry.attributes, kind.unset)
         if values:
-            self._run(api, router, entry.key, "set", **{".id": item.id}, **values)
+            self._run(api, router, entry.key, "set", refused, **{".id": item.id}, **values)
 
     def _run(self, api: Api, router: Mapping[str, Any], key: str, verb: str,
-             **attributes: str) -> None:
-        """One write; a refusal names the entry, the router and the router's message."""
+             refused: dict[str, str], **attributes: str) -> None:
+        """One write; a refusal is noted under the entry's key with the router's message."""
         try:
             tuple(api(f"{kind_of(key).path}/{verb}", **attributes))
         except TrapError as exc:
-            message = f"{key}: {verb} refused by {_where(router)}: {exc.message}"
-            raise RuntimeError(message) from exc
+            refused[key] = f"{verb} refused by {_where(router)}: {exc.message}"
 
     def disconnect(self, settings, router, username):
         """Remove the subscriber's /ppp/active sessions; none is fine."""

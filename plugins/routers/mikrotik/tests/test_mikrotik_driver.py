@@ -8,7 +8,7 @@ import time
 
 import librouteros
 import pytest
-from headend.plugins.interfaces import RouterDiff, RouterEntry, RouterUnavailable
+from headend.plugins.interfaces import EntriesRefused, RouterDiff, RouterEntry, RouterUnavailable
 from headend.plugins.manager import build_manager
 from headend_router_mikrotik import MikrotikDriver
 from headend_router_mikrotik.driver import canonical_burst_time, canonical_rate
@@ -218,8 +218,10 @@ def test_hand_made_items_are_never_read_changed_or_removed(server, router):
         remove=("queue:uplink", "queue:bob", "secret:tech", "suspended:10.0.0.66")))
     assert server.writes == []
 
-    with pytest.raises(RuntimeError, match=r"queue:bob: add refused .*already have such name"):
+    with pytest.raises(EntriesRefused) as refused:
         DRIVER.apply_diff(SETTINGS, router, RouterDiff(add=(ALICE_QUEUE, BOB_QUEUE)))
+    assert list(refused.value.refused) == ["queue:bob"]
+    assert "already have such name" in refused.value.refused["queue:bob"]
     assert state(router) == [ALICE_QUEUE]
     assert server.rows(QUEUES)[:2] == before[QUEUES]
     assert server.rows(SECRETS) == before[SECRETS]
@@ -243,26 +245,31 @@ def test_a_hand_edit_to_the_same_values_in_short_form_is_no_drift(server, router
     assert state(router) == by_key(*EVERYTHING)
 
 
-def test_a_router_error_mid_diff_names_the_entry_and_keeps_what_came_before(server, router):
+def test_a_router_error_mid_diff_names_the_entry_and_the_others_are_still_written(
+        server, router):
     server.fail_next(f"{QUEUES}/add", "failure: out of memory")
     diff = RouterDiff(add=(ALICE_SECRET, ALICE_QUEUE, ALICE_SUSPENDED))
 
-    with pytest.raises(RuntimeError) as failure:
+    with pytest.raises(EntriesRefused) as failure:
         DRIVER.apply_diff(SETTINGS, router, diff)
-    assert str(failure.value) == (
-        f"queue:alice: add refused by router core-1 ({server.host}:{server.port}): "
-        "failure: out of memory")
-    assert state(router) == [ALICE_SECRET]
+    assert failure.value.refused == {"queue:alice": (
+        f"add refused by router core-1 ({server.host}:{server.port}): failure: out of memory")}
+    assert str(failure.value).startswith("1 refused - queue:alice: add refused by router")
+    assert state(router) == by_key(ALICE_SECRET, ALICE_SUSPENDED)
 
     DRIVER.apply_diff(SETTINGS, router, diff)
     assert state(router) == by_key(ALICE_QUEUE, ALICE_SECRET, ALICE_SUSPENDED)
 
 
-def test_a_value_the_router_refuses_names_the_entry(router):
-    broken = with_attributes(BOB_QUEUE, max_limit="fast/50M")
-    with pytest.raises(RuntimeError, match=r"^queue:bob: add refused .*value of max-limit out"):
-        DRIVER.apply_diff(SETTINGS, router, RouterDiff(add=(ALICE_QUEUE, broken)))
-    assert state(router) == [ALICE_QUEUE]
+def test_values_the_router_refuses_are_each_named_and_the_good_entries_written(router):
+    broken_bob = with_attributes(BOB_QUEUE, max_limit="fast/50M")
+    broken_alice = with_attributes(ALICE_QUEUE, max_limit="slow/50M")
+    with pytest.raises(EntriesRefused) as refused:
+        DRIVER.apply_diff(SETTINGS, router, RouterDiff(add=(broken_alice, ALICE_SECRET,
+                                                            broken_bob)))
+    assert sorted(refused.value.refused) == ["queue:alice", "queue:bob"]
+    assert all("value of max-limit out" in reason for reason in refused.value.refused.values())
+    assert state(router) == [ALICE_SECRET]
 
 
 def test_an_unknown_key_is_refused_before_connecting(server):

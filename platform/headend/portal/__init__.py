@@ -1,0 +1,3 @@
+"""The subscriber portal ("account manager"): its own login, never FAB admin rights."""
+
+REGISTRARS = ("views", "staff_views")
