@@ -18,5 +18,6 @@ SQLALCHEMY_DATABASE_URI = os.environ.get(
 REDIS_URL = os.environ.get("HEADEND_REDIS_URL") or None
 HEADEND_PLUGIN_ALLOWLIST = os.environ.get("HEADEND_PLUGIN_ALLOWLIST") or None
 HEADEND_PUBLIC_URL = os.environ.get("HEADEND_PUBLIC_URL") or None
+HEADEND_PROXY_HOPS = int(os.environ.get("HEADEND_PROXY_HOPS") or 0)
 # Where `headend demo` keeps each demo tenant's RADIUS database (SQLite files).
 DEMO_RADIUS_DIR = os.environ.get("HEADEND_DEMO_RADIUS_DIR") or os.path.abspath(".")

@@ -38,6 +38,7 @@ def test_images_are_known_by_their_bytes():
     ({"accent_color": "#12345"}, "accent_color"),
     ({"accent_color": "#12345g"}, "accent_color"),
     ({"display_name": "x" * 121}, "display_name"),
+    ({"display_name": "Valley\nFiber"}, "display_name"),
     ({"billing_email": "not-an-address"}, "billing_email"),
     ({"contact_message": "x" * 1001}, "contact_message"),
     ({"logo_url": "http://x"}, "logo_url"),
@@ -51,6 +52,23 @@ def test_bad_branding_names_its_field_and_saves_nothing(app, make_tenant, values
         with pytest.raises(ValidationFailed) as refused:
             save_branding(db.session, **{"phone": "555-0100"} | values)
         assert field in refused.value.errors, refused.value.errors
+        db.session.rollback()
+        assert _rows() == 0
+
+
+def test_a_logo_that_only_begins_like_an_image_or_is_huge_is_refused(app, make_tenant):
+    from PIL import Image
+
+    tenant = make_tenant("Odd ISP")
+    out = io.BytesIO()
+    Image.new("1", (5000, 10)).save(out, "PNG")  # tiny file, 5000 pixels wide
+    with app.app_context(), acting_as(tenant):
+        for logo, words in ((b"\x89PNG\r\n\x1a\n" + b"junk" * 100, "not a readable image"),
+                            (_image("PNG")[:60], "not a readable image"),
+                            (out.getvalue(), "5000 x 10 pixels")):
+            with pytest.raises(ValidationFailed) as refused:
+                save_branding(db.session, logo=logo)
+            assert words in refused.value.errors["logo"][0]
         db.session.rollback()
         assert _rows() == 0
 

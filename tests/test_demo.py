@@ -1,5 +1,7 @@
 """The demo data the first README command loads."""
 
+import re
+
 import sqlalchemy as sa
 from click.testing import CliRunner
 from headend.billing.models import BilledPeriod, Invoice
@@ -79,3 +81,15 @@ def test_demo_loads_once_and_every_role_can_log_in(app, tmp_path):
             assert client.get("/subscriberview/list/").status_code == 200
     operator = login(app.test_client(), "operator", "headend-demo")
     assert "Summit Wireless" in operator.get("/tenantview/list/").get_data(as_text=True)
+
+    # each ISP's public pages: its signup page, and the printed subscriber's portal
+    for slug, name in (("valley", "Valley Fiber"), ("summit", "Summit Wireless")):
+        signup = app.test_client().get(f"/signup/{slug}/").get_data(as_text=True)
+        assert name in signup and "Triple Play" in signup
+        portal_login = re.search(rf"^\s*(\S+@example\.net)\s.*/portal/{slug}/login",
+                                 result.output, re.M).group(1)
+        subscriber = app.test_client()
+        subscriber.post(f"/portal/{slug}/login",
+                        data={"login": portal_login, "password": "headend-demo"})
+        overview = subscriber.get(f"/portal/{slug}/")
+        assert overview.status_code == 200 and "Balance" in overview.get_data(as_text=True)

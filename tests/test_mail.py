@@ -18,7 +18,7 @@ from headend.payments.services import receive_payment
 from headend.secrets import unseal
 from sqlalchemy import select
 
-from tests.dunning_helpers import active_subscriber, day, owe, rules
+from tests.dunning_helpers import MAR1, active_subscriber, day, owe, rules
 from tests.mail_helpers import attachments, html_of, mail_on, outbox, smtp_server, text_of
 from tests.payments_helpers import enable_manual
 from tests.peers.smtp import PASSWORD, USERNAME, SmtpPeer, free_port
@@ -97,6 +97,12 @@ def test_settings_are_validated_by_field_and_the_password_is_sealed(books):
     save_settings(s, enabled=True, host="smtp.valley.test", port=587, security="starttls",
                   username="mailer", password="pw-2", from_address="billing@valley.test")
     assert password_of(mail_settings(s)) == "pw-2"
+    # pointed at another server, the saved password is not kept for it
+    with pytest.raises(ValidationFailed) as refused:
+        save_settings(s, enabled=True, host="smtp.elsewhere.test", port=587,
+                      security="starttls", username="mailer", password="",
+                      from_address="billing@valley.test")
+    assert "again" in refused.value.errors["password"][0]
     save_settings(s, enabled=True, host="smtp.valley.test", port=25, security="none",
                   username=None, from_address="billing@valley.test")
     assert mail_settings(s).secret_config is None
@@ -275,3 +281,45 @@ def test_cli_send_queued_sends_what_waits(app, books, smtp_server):
     assert done.exit_code == 0, done.output
     assert ": 1 sent, 0 failed" in done.output
     assert len(smtp_server.messages) == 1 and outbox(s)[0].status == "sent"
+
+
+def test_an_invoice_voided_before_its_email_goes_is_not_sent(books, tmp_path):
+    from headend.billing.invoicing import void_invoice
+
+    s = books
+    down = SmtpPeer(tmp_path, port=free_port())  # not listening: the first try fails
+    mail_on(s, down)
+    invoice = owe(s, active_subscriber(s), "20.00")
+    s.commit()
+    void_invoice(s, invoice.id, MAR1)
+    s.commit()
+    down.start()
+    try:
+        (row,) = outbox(s)
+        result = deliver(s, now=row.next_attempt_at + dt.timedelta(seconds=1))
+        assert (result.sent, down.messages) == (0, [])
+        (row,) = outbox(s)
+        assert row.status == "failed" and "is void: not sent" in row.last_error
+        assert row.next_attempt_at is None  # never retried by itself
+    finally:
+        down.stop()
+
+
+def test_the_sweep_emails_posted_invoices_whose_email_was_lost(books, smtp_server):
+    from headend.mail.jobs import _POSTED
+
+    s = books
+    sub = active_subscriber(s)
+    owe(s, sub, "30.00")
+    s.commit()  # posted while mail was off: never emailed, not even by the sweep
+    mail_on(s, smtp_server)
+    s.commit()
+    lost = owe(s, sub, "31.00")
+    s.info.pop(_POSTED)  # the hook's note lost (a run that died after this chunk committed)
+    s.commit()
+    assert outbox(s) == []
+
+    assert deliver(s).sent == 1  # the hourly delivery finds it
+    (row,) = outbox(s)
+    assert (row.kind, row.invoice_id, row.status) == ("invoice", lost.id, "sent")
+    assert deliver(s).sent == 0 and len(smtp_server.messages) == 1

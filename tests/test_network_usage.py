@@ -200,6 +200,19 @@ def test_accounting_that_arrives_late_is_counted_once_within_the_look_back(net, 
     assert _daily(s) == {(alice.id, DAY): (GIB, 10, 5400), (bob.id, DAY): (2 * GIB, 20, 1800)}
 
 
+def test_a_nas_clock_ahead_does_not_move_the_watermark_into_the_future(net, freeradius):
+    from headend.db import utcnow
+
+    s = net
+    activated(s, s.info["package"], username="alice")
+    s.commit()
+    ahead = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    _send(freeradius, "alice", "f1", [("Start", ahead, 0, 0, 0), ("Stop", ahead, GIB, 1, 60)])
+
+    assert import_usage(s).sessions == 1
+    assert s.scalar(sa.select(UsageCursor.updated_after)) <= utcnow()
+
+
 def test_sessions_long_finished_are_forgotten_once_a_day(net, freeradius):
     from headend.network.usage import PRUNE_AFTER
 

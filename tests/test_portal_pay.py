@@ -163,6 +163,22 @@ def test_a_double_submit_charges_once(shop):
     assert len(_charges(shop.url)) == 1
 
 
+def test_while_a_payment_is_in_flight_pay_now_waits(shop):
+    card = shop.card()
+    client = signed_in(shop.app, shop.tenant, shop.sub)
+    second = shop.invoices[1]
+    with shop.session() as s:  # a charge whose outcome the provider has not told yet
+        s.add(Payment(subscriber_id=shop.sub, amount=7499, method="card", status="undefined",
+                      received_on=s.get(Invoice, second).invoice_date, source="portal",
+                      transaction_id="portal-in-flight-1", currency="USD", plugin_id="stripe"))
+        s.commit()
+    resp = client.post(f"/portal/valley/pay?invoice={second}",
+                       data={"nonce": _nonce(_pay_page(client, second)),
+                             "saved_method": str(card)})
+    assert resp.status_code == 422 and "still being processed" in resp.get_data(as_text=True)
+    assert _charges(shop.url) == []
+
+
 def test_nonces_are_per_account(shop):
     """The same nonce from two subscribers is two payments: no one sees another's."""
     card = shop.card()

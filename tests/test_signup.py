@@ -146,6 +146,42 @@ def test_signup_invoiced_and_activated_per_the_package(app, client, isp):
     _in(app, isp, check)
 
 
+def test_emailed_links_use_the_public_address_and_a_taken_email_gets_no_invitation(
+        app, client, isp):
+    package = _package(app, isp, invoice=True, activate=True)
+    saved = app.config.get("HEADEND_PUBLIC_URL")
+    app.config["HEADEND_PUBLIC_URL"] = "https://billing.valley.example/"
+    try:
+        resp = client.post(f"/signup/{SLUG}/{package}", data=form(),
+                           headers={"Host": "evil.example"})
+    finally:
+        app.config["HEADEND_PUBLIC_URL"] = saved
+    assert resp.status_code == 302
+    # a second prospect with the same email: a subscriber, but no portal login squatted
+    assert submit(client, SLUG, package, nonce="second-form-0123456789",
+                  first_name="Otto").status_code == 302
+
+    def check(s):
+        (email,) = s.scalars(select(OutboundEmail)).all()
+        assert email.body_text.count("https://billing.valley.example/portal/") == 1
+        assert "evil.example" not in email.body_text
+        assert count(s, Subscriber) == 2
+    _in(app, isp, check)
+
+
+def test_behind_a_proxy_the_visitors_address_is_counted(database_url, make_tenant):
+    app = create_app(overrides={**app_settings(database_url), "HEADEND_PROXY_HOPS": 1})
+    tenant = make_tenant("Proxied ISP", "proxied")
+    package = _package(app, tenant)
+    client = app.test_client()
+    client.post(f"/signup/proxied/{package}", data=form(website="bot"),
+                headers={"X-Forwarded-For": "203.0.113.9"})
+
+    def check(s):
+        assert [a.ip for a in s.scalars(select(SignupAttempt))] == ["203.0.113.9"]
+    _in(app, tenant, check)
+
+
 def test_signup_without_options_waits_for_staff(app, client, isp):
     package = _package(app, isp, internet=False)
     resp = submit(client, SLUG, package)
@@ -215,13 +251,28 @@ def test_the_same_form_sent_again_charges_once(app, client, isp, stripe_server):
     assert submit(client, SLUG, package, card_token=card_token(stripe_server.url)
                   ).status_code == 302
     again = submit(client, SLUG, package, card_token=card_token(stripe_server.url))
-    assert again.status_code == 422 and "already sent and paid" in text(again)
+    assert again.status_code == 422 and "already sent" in text(again)
 
     def check(s):
         assert [count(s, m) for m in (Subscriber, Subscription, Invoice, Payment)] == [
             1, 1, 1, 1]
     _in(app, isp, check)
     assert len(peer_charges(stripe_server.url)) == 1
+
+
+def test_a_free_signup_sent_twice_signs_up_once(app, client, isp):
+    package = _package(app, isp, invoice=True, activate=True)
+    assert submit(client, SLUG, package).status_code == 302
+    again = submit(client, SLUG, package)
+    assert again.status_code == 422 and "already sent" in text(again)
+    assert submit(client, SLUG, package, nonce="another-form-0123456789",
+                  email="otto@example.test").status_code == 302  # a new form: a new signup
+
+    def check(s):
+        assert [count(s, m) for m in (Subscriber, Subscription, Invoice)] == [2, 2, 2]
+        assert sorted(status for status, _ in _attempts(s)) == [
+            "completed", "completed", "refused"]
+    _in(app, isp, check)
 
 
 def test_without_invoice_the_charge_is_credit_for_the_first_invoice(app, client, isp,

@@ -69,6 +69,11 @@ def create_app(config_path: str | None = None, overrides: dict | None = None) ->
         app.config.from_pyfile(os.path.abspath(path))
     app.config.update(overrides or {})
     _check_config(app.config)
+    hops = int(app.config.get("HEADEND_PROXY_HOPS") or 0)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     metadata()  # map every model before FAB configures mappers (string relationships resolve)
     db.init_app(app)

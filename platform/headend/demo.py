@@ -1,5 +1,6 @@
 """Demo data: two ISPs with the seed catalog, 200 subscribers each (billed, paid, some late,
-their Internet service provisioned into a local RADIUS database), and a user per role."""
+their Internet service provisioned into a local RADIUS database), their branding, a user per
+role, and one subscriber per ISP who can sign in to the portal."""
 
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ FIRST = ("Ana", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hugo", "Ines"
 LAST = ("Alvarez", "Brown", "Chen", "Dubois", "Evans", "Fischer", "Garcia", "Haddad", "Ito",
         "Jensen", "Kowalski", "Lopez", "Murphy", "Nguyen", "Okafor", "Patel", "Rossi", "Silva")
 STREETS = ("Oak St", "Maple Ave", "Ridge Rd", "River Ln", "Summit Dr", "Pine Ct", "Main St")
+# slug -> primary and accent colours, street address
+BRANDS = {"valley": ("#1f4e79", "#f0a500", "100 Valley Rd\nSpringfield, CO 80110"),
+          "summit": ("#2e6b30", "#e8702a", "7 Tower Hill\nRiverton, CO 80220")}
 
 
 def demo_loaded(session: Session) -> bool:
@@ -248,6 +252,33 @@ def _network(session: Session, slug: str, url: str, rnd: random.Random) -> None:
         session.commit()
 
 
+def _branding(session: Session, name: str, slug: str) -> None:
+    from headend.branding.services import save_branding
+
+    primary, accent, address = BRANDS[slug]
+    save_branding(session, display_name=name, primary_color=primary, accent_color=accent,
+                  address=address, phone="555-0100", email=f"billing@{slug}.example",
+                  website=f"https://{slug}.example", contact_phone="555-0199",
+                  contact_email=f"help@{slug}.example", contact_hours="Mon-Sat 8:00-20:00",
+                  contact_message="Outage? Check our status page before you call.")
+
+
+def _portal_login(session: Session) -> str:
+    """The first active subscriber with an email signs in to the portal with PASSWORD."""
+    from werkzeug.security import generate_password_hash
+
+    from headend.portal.models import PortalAccount
+    from headend.subscribers.models import Subscriber
+
+    subscriber = session.scalars(select(Subscriber).where(
+        Subscriber.status == "active", Subscriber.email.is_not(None))
+        .order_by(Subscriber.id)).first()
+    session.add(PortalAccount(subscriber_id=subscriber.id, login=subscriber.email.lower(),
+                              password_hash=generate_password_hash(PASSWORD)))
+    session.flush()
+    return subscriber.email.lower()
+
+
 def load_demo(app) -> list[tuple[str, str, str]]:
     """Load everything; returns (username, role, tenant) for the printed login table."""
     from headend.db import db
@@ -265,8 +296,10 @@ def load_demo(app) -> list[tuple[str, str, str]]:
                     tenant = create_tenant(db.session, name, slug)
                     db.session.flush()
                 with acting_as(tenant.id, None, "demo"):
+                    _branding(db.session, name, slug)
                     packages = _catalog(db.session)
                     _subscribers(db.session, packages, rnd, bar)
+                    portal_login = _portal_login(db.session)
                 db.session.commit()
                 # Invoices, by the same billing run the nightly job uses, and their payments.
                 _history(db.session, slug, rnd)
@@ -278,5 +311,6 @@ def load_demo(app) -> list[tuple[str, str, str]]:
                                        PASSWORD)
                     user.tenant_id = tenant.id
                     logins.append((username, role, name))
+                logins.append((portal_login, f"Subscriber: /portal/{slug}/login", name))
                 db.session.commit()
     return logins

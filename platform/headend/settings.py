@@ -54,3 +54,8 @@ SIGNUP_RATE_WINDOW_MINUTES = 10
 # links (portal invitations, password resets) use it rather than the request's Host header,
 # which a client can forge. Required in production.
 HEADEND_PUBLIC_URL = None
+
+# How many reverse proxies (load balancer, TLS terminator) stand in front of the app: their
+# X-Forwarded-For/-Proto/-Host are then trusted, so the signup rate limit counts the visitor's
+# address, not the proxy's. 0: none, the client's headers are ignored.
+HEADEND_PROXY_HOPS = 0

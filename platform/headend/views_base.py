@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, request
-from flask_appbuilder import ModelRestApi, ModelView, expose
+from flask import abort, current_app, flash, request
+from flask_appbuilder import ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.exceptions import DatabaseException
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.urltools import (
@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from headend.api_schema import HeadendSchemaConverter
 from headend.db import db
 from headend.errors import DomainError, ValidationFailed, raise_if
+from headend.tenancy.context import current_scope
 from headend.tenancy.scoping import TenantScopeError
 from headend.ui import PermissionsMixin
 
@@ -282,3 +283,38 @@ class HeadendModelRestApi(PermissionsMixin, ModelRestApi):
 
     def delete_headless(self, pk):
         return self._guarded(super().delete_headless, pk)
+
+
+NO_TENANT = "Choose a tenant to act for (Platform > Act for tenant) first."
+
+
+def acting() -> bool:
+    """Whether this request acts for one tenant (an operator chooses one first)."""
+    return not current_scope().all_tenants
+
+
+class TenantPagesMixin:
+    """List and show pages of one tenant's rows: an operator acting for no tenant is asked to
+    choose one instead of seeing every tenant's rows. Put it before the ModelView."""
+
+    def _no_tenant(self):
+        flash(NO_TENANT, "warning")
+        return self.render_template("headend/no_tenant.html", title=self.list_title)
+
+    @expose("/list/")
+    @has_access
+    def list(self):
+        return super().list() if acting() else self._no_tenant()
+
+    @expose("/show/<pk>", methods=["GET"])
+    @has_access
+    def show(self, pk):
+        return super().show(pk) if acting() else self._no_tenant()
+
+
+def public_base_url() -> str:
+    """Where emailed links point: HEADEND_PUBLIC_URL when set, else this request's address.
+    Deployments must set it (production refuses to start without): the Host header is the
+    client's to choose, and a forged one would put a link to the attacker's site into a
+    subscriber's mailbox."""
+    return current_app.config.get("HEADEND_PUBLIC_URL") or request.url_root

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, fields
 
@@ -74,6 +75,7 @@ TEXT_FIELDS = {
     "billing_email": 254, "contact_phone": 40, "contact_email": 254, "contact_hours": 120,
     "contact_message": 1000,
 }
+MULTILINE_FIELDS = ("address", "billing_address", "contact_message")
 COLOR_FIELDS = ("primary_color", "accent_color")
 EMAIL_FIELDS = ("email", "billing_email", "contact_email")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -84,6 +86,9 @@ MAGIC = (
     (b"GIF87a", "image/gif"),
     (b"GIF89a", "image/gif"),
 )
+
+
+LOGO_MAX_PIXELS = 4000  # a side: more is no sharper on paper, only slower to draw
 
 
 def sniff_image(content: bytes) -> str | None:
@@ -100,8 +105,28 @@ def validate_logo(content: bytes) -> str:
     media = sniff_image(content)
     require(errors, "logo", bool(content) and media in LOGO_MEDIA_TYPES,
             "must be a PNG, JPEG or GIF image")
+    if not errors:
+        problem = _undrawable(content)
+        require(errors, "logo", problem is None, problem or "")
     raise_if(errors)
     return media
+
+
+def _undrawable(content: bytes) -> str | None:
+    """Why the image could not be drawn on every invoice, or None: it must decode whole (not
+    only begin like an image) and stay within LOGO_MAX_PIXELS a side."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+            if max(width, height) > LOGO_MAX_PIXELS:
+                return (f"is {width} x {height} pixels; at most {LOGO_MAX_PIXELS} a side "
+                        "is allowed")
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return "is not a readable image (the file is damaged or not what it claims to be)"
+    return None
 
 
 def validate_branding(values: dict) -> dict:
@@ -118,6 +143,9 @@ def validate_branding(values: dict) -> dict:
         if isinstance(text, str):
             require(errors, name, len(text.strip()) <= limit,
                     f"must be at most {limit} characters")
+            if name not in MULTILINE_FIELDS:  # names go into email headers, one line each
+                require(errors, name, not any(c in text.strip() for c in "\r\n"),
+                        "must be on one line")
     for name in EMAIL_FIELDS:
         text = values.get(name)
         if isinstance(text, str) and text.strip():

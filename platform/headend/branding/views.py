@@ -21,10 +21,9 @@ from headend.db import db
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import current_scope
 from headend.ui import PermissionsMixin, add_view
-from headend.views_base import commit_service
+from headend.views_base import NO_TENANT, acting, commit_service
 
 CATEGORY = "Documents"
-NO_TENANT = "Choose a tenant to act for (Platform > Act for tenant) first."
 FIELDS = tuple(TEXT_FIELDS) + COLOR_FIELDS
 public = Blueprint("brand", __name__, url_prefix="/brand")
 
@@ -48,9 +47,6 @@ def logo(slug: str):
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response.make_conditional(request)
 
-
-def acting() -> bool:
-    return not current_scope().all_tenants
 
 
 class BrandingSettingsView(PermissionsMixin, BaseView):
@@ -81,7 +77,8 @@ class BrandingSettingsView(PermissionsMixin, BaseView):
             flash(NO_TENANT, "danger")
             return self._page(values, {})
         upload = request.files.get("logo")
-        logo = upload.read() if upload and upload.filename else None
+        # one byte over the limit is enough to refuse it: never read an upload of any size
+        logo = upload.read(LOGO_MAX_BYTES + 1) if upload and upload.filename else None
         _, errors = commit_service(save_branding, logo=logo,
                                    clear_logo=request.form.get("clear_logo") == "y",
                                    subject="branding", **values)

@@ -27,10 +27,9 @@ from headend.subscribers.models import Subscriber
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import acting_as, current_scope
 from headend.ui import PermissionsMixin, add_view
-from headend.views_base import commit_service, row_or_404
+from headend.views_base import NO_TENANT, acting, commit_service, row_or_404
 
 CATEGORY = "Documents"
-NO_TENANT = "Choose a tenant to act for (Platform > Act for tenant) first."
 COLUMN_LABELS = {"quantity": "Quantity", "unit_price": "Unit price", "period": "Period",
                  "tax": "Tax"}
 PAPER_PAGE = 100
@@ -39,9 +38,6 @@ PAPER_PAGE = 100
 def can_write() -> bool:
     return current_app.appbuilder.sm.has_access("can_write", perms.DOCUMENTS)
 
-
-def acting() -> bool:
-    return not current_scope().all_tenants
 
 
 def pdf_response(content: bytes, filename: str, download: bool = False) -> Response:

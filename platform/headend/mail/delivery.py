@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from rq.timeouts import JobTimeoutException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from headend.billing.models import Invoice
 from headend.db import among, utcnow
 from headend.dunning.models import Notice
 from headend.mail import smtp
+from headend.mail.compose import SENDABLE_INVOICES
 from headend.mail.models import MailSettings, OutboundEmail
 
 BATCH = 50  # messages claimed, then sent over one connection, at a time
@@ -57,7 +59,7 @@ def deliver(session: Session, *, now: dt.datetime | None = None, ids=None,
     """Send the acting tenant's due messages (only `ids` when given), committing each claim and
     each outcome. Nothing is sent while the tenant's mail is off (`even_when_off`: the test
     email, which checks settings before they are switched on)."""
-    from headend.mail.outbox import queue_notices
+    from headend.mail.outbox import queue_missed_invoices, queue_notices
 
     now = now or utcnow()
     result = Delivery()
@@ -68,6 +70,7 @@ def deliver(session: Session, *, now: dt.datetime | None = None, ids=None,
     session.expunge(settings)  # read once; the commits below would expire it
     if ids is None:
         queue_notices(session, settings.tenant_id, now)
+        queue_missed_invoices(session, settings.tenant_id, now)
         _fail_stale(session, now)
         session.commit()
     while True:
@@ -88,9 +91,12 @@ def deliver(session: Session, *, now: dt.datetime | None = None, ids=None,
 
 
 def _claim(session: Session, pk: int, now: dt.datetime) -> bool:
+    """Take the row if it is still due at `now`; stamped with the time of the claim (not of
+    the run's start), so a long delivery's rows never look stale to another."""
     done = session.execute(
         sa.update(OutboundEmail).where(OutboundEmail.id == pk, _due(now))
-        .values(status="sending", attempts=OutboundEmail.attempts + 1, attempted_at=now)
+        .values(status="sending", attempts=OutboundEmail.attempts + 1,
+                attempted_at=max(now, utcnow()))
         .execution_options(synchronize_session=False))
     return done.rowcount == 1
 
@@ -112,17 +118,29 @@ def _send(session: Session, settings: MailSettings, claimed: list[int], now: dt.
     connection = None
     try:
         for n, row in enumerate(rows):
+            handed_over = False
             try:
                 msg = smtp.message(settings, row, _attachment(session, row))
                 connection = connection or smtp.connect(settings)
+                handed_over = True
                 connection.send_message(msg)
             except smtp.MESSAGE_ERRORS as exc:
                 _failed(row, exc, now, result)
             except OSError as exc:
-                for rest in rows[n:]:
+                # the connection broke; if it broke while this message was handed over, the
+                # server may have taken it: never resent blindly, staff decide (Retry)
+                if handed_over:
+                    _failed(row, exc, now, result)
+                    row.last_error, row.next_attempt_at = f"{INTERRUPTED} ({exc})"[:2000], None
+                for rest in rows[n + 1 if handed_over else n:]:
                     _failed(rest, exc, now, result)
                 session.commit()
                 return
+            except JobTimeoutException:
+                raise  # RQ stops the job: the claimed rows go stale and are reported
+            except InvoiceWithdrawn as exc:
+                _failed(row, exc, now, result)
+                row.next_attempt_at = None
             except Exception as exc:  # noqa: BLE001 - a PDF that cannot be drawn fails its row
                 _failed(row, exc, now, result)
             else:
@@ -134,13 +152,20 @@ def _send(session: Session, settings: MailSettings, claimed: list[int], now: dt.
                 connection.quit()
 
 
+class InvoiceWithdrawn(Exception):
+    """The invoice an email was queued for is no longer one to send."""
+
+
 def _attachment(session: Session, row: OutboundEmail) -> tuple[str, bytes] | None:
     """The invoice's PDF, drawn now (never in the transaction that posted the invoice)."""
     if row.invoice_id is None:
         return None
     from headend.documents.render import invoice_pdf
 
-    number = session.scalar(select(Invoice.number).where(Invoice.id == row.invoice_id))
+    number, status = session.execute(select(Invoice.number, Invoice.status).where(
+        Invoice.id == row.invoice_id)).one()
+    if status not in SENDABLE_INVOICES:  # voided (or deleted back to a draft) since queued
+        raise InvoiceWithdrawn(f"invoice {number or row.invoice_id} is {status}: not sent")
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", number or str(row.invoice_id))
     return f"invoice-{name}.pdf", invoice_pdf(session, row.invoice_id)
 
@@ -159,6 +184,6 @@ def _failed(row: OutboundEmail, exc: BaseException, now: dt.datetime,
     row.status = "failed"
     row.last_error = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:2000]
     retries_done = row.attempts - 1
-    row.next_attempt_at = now + dt.timedelta(seconds=RETRY_DELAYS[retries_done]) \
-        if retries_done < len(RETRY_DELAYS) else None
+    row.next_attempt_at = (row.attempted_at or now) + dt.timedelta(
+        seconds=RETRY_DELAYS[retries_done]) if retries_done < len(RETRY_DELAYS) else None
     result.failed += 1

@@ -35,6 +35,8 @@ class MailSettings(TenantOwned, Model):
     reply_to: Mapped[str | None] = mapped_column(sa.String(254))
     # what is sent without staff asking
     email_invoices: Mapped[bool] = mapped_column(default=True)  # on posting, PDF attached
+    # since when invoices are emailed (mail on, invoices on): what the sweep may catch up on
+    invoices_since: Mapped[dt.datetime | None] = mapped_column()
     email_receipts: Mapped[bool] = mapped_column(default=True)
     email_notices: Mapped[bool] = mapped_column(default=True)  # failed payment, suspension
 
@@ -55,7 +57,7 @@ class OutboundEmail(TenantOwned, Model):
     subscriber_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("subscriber.id", ondelete="SET NULL"), index=True)
     invoice_id: Mapped[int | None] = mapped_column(  # attached as PDF when set
-        sa.ForeignKey("invoice.id", ondelete="SET NULL"))
+        sa.ForeignKey("invoice.id", ondelete="SET NULL"), index=True)
     payment_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("payment.id", ondelete="SET NULL"))
     notice_id: Mapped[int | None] = mapped_column(

@@ -11,10 +11,12 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from headend.billing.models import Invoice
 from headend.db import among, utcnow
 from headend.dunning.models import Notice
 from headend.errors import ValidationFailed
 from headend.mail import compose
+from headend.mail.compose import SENDABLE_INVOICES
 from headend.mail.jobs import request_delivery
 from headend.mail.models import KINDS, OutboundEmail
 from headend.mail.services import mail_settings
@@ -83,6 +85,23 @@ def queue_receipts(session: Session, tenant_id: int, payment_ids) -> list[int]:
         return []
     return queue_messages(session, tenant_id,
                           compose.receipt_messages(session, tenant_id, payment_ids))
+
+
+def queue_missed_invoices(session: Session, tenant_id: int,
+                          now: dt.datetime | None = None) -> list[int]:
+    """Invoice emails for the invoices posted recently - and since invoices are emailed - that
+    have none: the hook of a billing run that failed after some chunks committed, or a worker
+    lost, must not leave them unsent (the rerun posts nothing again)."""
+    row = mail_settings(session)
+    if not (row.enabled and row.email_invoices and row.invoices_since):
+        return []
+    now = now or utcnow()
+    emailed = sa.exists().where(OutboundEmail.invoice_id == Invoice.id,
+                                OutboundEmail.kind == "invoice")
+    missed = list(session.scalars(select(Invoice.id).where(
+        Invoice.posted_at >= max(now - NOTICE_MAX_AGE, row.invoices_since),
+        Invoice.status.in_(SENDABLE_INVOICES), ~emailed).order_by(Invoice.id)))
+    return queue_invoices(session, tenant_id, missed) if missed else []
 
 
 def queue_notices(session: Session, tenant_id: int, now: dt.datetime | None = None) -> list[int]:

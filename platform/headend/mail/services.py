@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from headend.db import utcnow
 from headend.errors import raise_if, require
 from headend.mail.models import SECURITY, MailSettings
 from headend.secrets import seal, unseal
@@ -60,7 +61,11 @@ def save_settings(session: Session, *, enabled: bool, host, port, security, user
     host, username, from_address = _text(host), _text(username), _text(from_address)
     from_name, reply_to = _text(from_name), _text(reply_to)
     row = mail_settings(session)
-    kept = password_of(row) if row.id is not None else None
+    # the saved password goes only to the server and login it was given for: pointing the
+    # settings elsewhere needs it typed again, or it could be sent to anyone's server
+    same_server = row.id is not None and (row.host, row.port, row.username) == (
+        host, port, username)
+    kept = password_of(row) if same_server else None
     password = password or kept
     errors: dict[str, list[str]] = {}
     require(errors, "host", host is None or (len(host) <= 255 and bool(HOST.fullmatch(host))),
@@ -73,7 +78,7 @@ def save_settings(session: Session, *, enabled: bool, host, port, security, user
                                                      and "\n" not in username),
             "must be at most 254 characters on one line")
     require(errors, "password", not username or bool(password),
-            "is needed with a username")
+            "is needed with a username (again, when the server or username changes)")
     require(errors, "from_address", from_address is None or is_address(from_address),
             "must be an email address")
     require(errors, "from_address", from_address is not None or not enabled,
@@ -83,6 +88,11 @@ def save_settings(session: Session, *, enabled: bool, host, port, security, user
     require(errors, "reply_to", reply_to is None or is_address(reply_to),
             "must be an email address")
     raise_if(errors)
+    sends_invoices = bool(enabled) and bool(email_invoices)
+    if not sends_invoices:
+        row.invoices_since = None
+    elif not (row.enabled and row.email_invoices) or row.invoices_since is None:
+        row.invoices_since = utcnow()
     row.enabled, row.host, row.port, row.security = bool(enabled), host, port, security
     row.username = username
     row.secret_config = seal({"password": password}) if username and password else None

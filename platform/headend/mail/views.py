@@ -15,17 +15,21 @@ from headend.mail.models import SECURITY, OutboundEmail
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import current_scope
 from headend.ui import PermissionsMixin, add_view, formatters_for, labels_for, titled
-from headend.views_base import HeadendInterface, HeadendModelView, commit_service, flash_errors
+from headend.views_base import (
+    NO_TENANT,
+    HeadendInterface,
+    HeadendModelView,
+    TenantPagesMixin,
+    acting,
+    commit_service,
+    flash_errors,
+)
 
 CATEGORY = "Documents"
-NO_TENANT = "Choose a tenant to act for (Platform > Act for tenant) first."
 TEXT_FIELDS = ("host", "port", "security", "username", "from_address", "from_name",
                "reply_to")
 SWITCHES = ("enabled", "email_invoices", "email_receipts", "email_notices")
 
-
-def acting() -> bool:
-    return not current_scope().all_tenants
 
 
 def can_write() -> bool:
@@ -107,7 +111,7 @@ class MailSettingsView(PermissionsMixin, BaseView):
 
 
 @titled("Email log", "email")
-class OutboundEmailView(HeadendModelView):
+class OutboundEmailView(TenantPagesMixin, HeadendModelView):
     """Every message, newest first, with its delivery record; Retry sends a failed one again."""
 
     route_base = "/mail/log"
@@ -127,19 +131,6 @@ class OutboundEmailView(HeadendModelView):
                                next_attempt_at="Next retry", body_text="Text")
     formatters_columns = formatters_for(OutboundEmail)
 
-    def _no_tenant(self):
-        flash(NO_TENANT, "warning")
-        return self.render_template("network/no_tenant.html", title=self.list_title)
-
-    @expose("/list/")
-    @has_access
-    def list(self):
-        return super().list() if acting() else self._no_tenant()
-
-    @expose("/show/<pk>", methods=["GET"])
-    @has_access
-    def show(self, pk):
-        return super().show(pk) if acting() else self._no_tenant()
 
     @action("retry", "Retry", "Send again now?", "fa-repeat")
     def retry(self, items):

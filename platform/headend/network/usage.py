@@ -24,9 +24,10 @@ the package's rule on counting upload there; UsageDaily keeps both directions fo
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -129,7 +130,12 @@ def _import_from(session: Session, driver: RouterDriver, settings: dict,
     Accounting-On), the next read asks for twice as many so that it gets past them."""
     limit, newest = min(batch, FIRST_READ), None
     with ThreadPoolExecutor(1, thread_name_prefix="usage-read") as reader:
-        pending = reader.submit(driver.read_usage, settings, after, limit)
+        def read(since: dt.datetime | None, count: int) -> Future:
+            """In the reader thread, with this one's context (app, acting tenant)."""
+            return reader.submit(contextvars.copy_context().run, driver.read_usage, settings,
+                                 since, count)
+
+        pending = read(after, limit)
         while True:
             records = pending.result()
             full = len(records) >= limit
@@ -138,15 +144,16 @@ def _import_from(session: Session, driver: RouterDriver, settings: dict,
             if full:
                 limit = limit * 2 if newest == after else batch
                 after = newest
-                pending = reader.submit(driver.read_usage, settings, after, limit)
+                pending = read(after, limit)
             _locked_cursor(session)
             _count(session, records, services, result)
             session.commit()
             result.records += len(records)
             if progress is not None:
                 progress(len(records))
-            if not full:
-                return newest
+            if not full:  # a NAS clock ahead must not move the watermark past what is to come
+                return None if newest is None else min(newest,
+                                                       utcnow().replace(tzinfo=dt.UTC))
 
 
 def _count(session: Session, records: list[UsageRecord], services: dict[str, int],

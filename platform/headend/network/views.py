@@ -29,20 +29,21 @@ from headend.network.reconcile import reconcile
 from headend.secrets import unseal
 from headend.subscribers.models import ServiceInstance, Subscriber
 from headend.tenancy import permissions as perms
-from headend.tenancy.context import current_scope
 from headend.ui import PermissionsMixin, add_view, formatters_for, labels_for, titled
 from headend.views_base import (
+    NO_TENANT,
     WRITE_ERRORS,
     HeadendInterface,
     HeadendModelView,
+    TenantPagesMixin,
     WriteRefused,
+    acting,
     commit_service,
     flash_errors,
     row_or_404,
 )
 
 CATEGORY = "Network"
-NO_TENANT = "Choose a tenant to act for (Platform > Act for tenant) first."
 CHART_DAYS = 30
 GB = Decimal(1_000_000_000)
 ROUTER_FIELDS = ("name", "kind", "address", "api_port", "username", "password",
@@ -54,9 +55,6 @@ ACTIVATE_FIELDS = ("username", "password", "static_ip", "router_id", "download_o
 def can(permission: str) -> bool:
     return current_app.appbuilder.sm.has_access(permission, perms.NETWORK)
 
-
-def acting() -> bool:
-    return not current_scope().all_tenants
 
 
 def number(raw):
@@ -365,7 +363,7 @@ def attributes_text(value) -> str:
 
 
 @titled("Network changes", "network change")
-class NetworkChangeView(HeadendModelView):
+class NetworkChangeView(TenantPagesMixin, HeadendModelView):
     """The reconciler's record, newest first: what happened to a subscriber's queue and when."""
 
     route_base = "/network/changes"
@@ -380,19 +378,6 @@ class NetworkChangeView(HeadendModelView):
     label_columns = labels_for(NetworkChange, at="When", key="Entry")
     formatters_columns = formatters_for(NetworkChange) | {"attributes": attributes_text}
 
-    def _no_tenant(self):
-        flash(NO_TENANT, "warning")
-        return self.render_template("network/no_tenant.html", title=self.list_title)
-
-    @expose("/list/")
-    @has_access
-    def list(self):
-        return super().list() if acting() else self._no_tenant()
-
-    @expose("/show/<pk>", methods=["GET"])
-    @has_access
-    def show(self, pk):
-        return super().show(pk) if acting() else self._no_tenant()
 
 
 # --- Network > Settings ------------------------------------------------------------------------

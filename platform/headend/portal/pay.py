@@ -66,6 +66,12 @@ def pay(session: Session, subscriber_id: int, account_id: int, nonce: str, *,
         if done.subscriber_id != subscriber_id:
             raise NotFound("no such payment")
         return done
+    if session.scalar(sa.select(Payment.id).where(
+            Payment.subscriber_id == subscriber_id,
+            Payment.status.in_(("pending", "undefined"))).limit(1)) is not None:
+        # its amount is not posted yet: paying "what is due" again would charge it twice
+        raise ValidationFailed({"amount": "a payment of yours is still being processed: "
+                                          "wait for its result before paying again"})
     amount = amount_due(session, subscriber_id, invoice_id)
     if amount <= 0:
         raise ValidationFailed({"amount": "nothing is owed on this" if invoice_id else

@@ -9,11 +9,10 @@ from markupsafe import Markup
 
 from headend.db import db
 from headend.portal import accounts
-from headend.portal.views import public_base_url
 from headend.subscribers.models import Subscriber
 from headend.tenancy import permissions as perms
 from headend.ui import PermissionsMixin
-from headend.views_base import commit_service, flash_errors, row_or_404
+from headend.views_base import commit_service, flash_errors, public_base_url, row_or_404
 
 
 def can(permission: str) -> bool:

@@ -43,7 +43,7 @@ from headend.portal.models import PortalAccount
 from headend.subscribers.models import Subscriber
 from headend.tenancy.context import acting_as
 from headend.tenancy.models import Tenant
-from headend.views_base import commit_service
+from headend.views_base import commit_service, public_base_url
 
 blueprint = Blueprint("portal", __name__, url_prefix="/portal/<slug>")
 SESSION_KEY = "portal"
@@ -127,13 +127,6 @@ def _method_text(payment: Payment) -> str:
     if payment.saved_method is not None and payment.saved_method.last4:
         return f"{payment.saved_method.brand or 'card'} ending {payment.saved_method.last4}"
     return METHOD_LABELS.get(payment.method, payment.method)
-
-
-def public_base_url() -> str:
-    """Where emailed links point: HEADEND_PUBLIC_URL when set, else this request's address.
-    Deployments must set it: the Host header is the client's to choose, and a forged one would
-    put a reset link to the attacker's site into a subscriber's mailbox."""
-    return current_app.config.get("HEADEND_PUBLIC_URL") or request.url_root
 
 
 def _safe_next(slug: str) -> str:
@@ -261,7 +254,7 @@ def _invoice_arg() -> int | None:
     raw = (request.values.get("invoice") or "").strip()
     if not raw:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdecimal() and len(raw) <= 12):
         abort(404)
     return int(raw)
 
@@ -295,7 +288,8 @@ def pay_now(tenant, sub):
         payment, errors = commit_service(
             pay.pay, sub.id, g.portal_account.id, request.form.get("nonce") or "",
             invoice_id=invoice_id,
-            saved_method_id=int(chosen) if chosen.isdigit() else None,
+            saved_method_id=int(chosen) if chosen.isascii() and chosen.isdecimal()
+            and len(chosen) <= 12 else None,
             card_token=token or None, subject="payment")
     except NotFound:
         db.session.rollback()

@@ -66,8 +66,8 @@ TEXT_FIELDS = {
 }
 ADDITIONAL_INFO_LIMIT = 2000
 NOTE_AUTHOR = "online signup"
-ALREADY_SUBMITTED = ("This signup was already sent and paid: check your email, or reload the "
-                     "page to sign up again.")
+ALREADY_SUBMITTED = ("This signup was already sent: check your email, or reload the page to "
+                     "sign up again.")
 
 
 class PaymentRefused(ValidationFailed):
@@ -229,13 +229,12 @@ def check_signup(package: Package, form: Mapping, *, card_token: str | None = No
     if package.signup_requires_payment:
         require(errors, "card", isinstance(card_token, str) and bool(card_token.strip()),
                 "enter your card")
-        require(errors, "form", valid_nonce(transaction_id),
-                "the form has expired: reload the page")
+    require(errors, "form", valid_nonce(transaction_id), "the form has expired: reload the page")
     raise_if(errors)
     return details
 
 
-def sign_up(session: Session, package_id, form: Mapping, *, account_number: str,
+def sign_up(session: Session, package_id, form: Mapping, *, account_number: str, ip: str,
             card_token: str | None = None, transaction_id: str | None = None,
             today: dt.date | None = None) -> Signup:
     """Make the prospect a subscriber of `package_id` (see the module's docstring for the order
@@ -245,9 +244,7 @@ def sign_up(session: Session, package_id, form: Mapping, *, account_number: str,
     package = offered_package(session, package_id)
     details = check_signup(package, form, card_token=card_token, transaction_id=transaction_id)
     pays = package.signup_requires_payment
-    if pays and session.scalar(sa.select(Payment.id).where(
-            Payment.transaction_id == _payment_id(transaction_id))) is not None:
-        raise ValidationFailed({"form": ALREADY_SUBMITTED})
+    claim = _claim_form(session, transaction_id, ip, package.id, details.subscriber["email"])
     billed = pays or package.invoice_after_signup or package.activate_after_signup
     rates = session.scalars(sa.select(TaxRate.id).where(
         TaxRate.require_on_new_subscriber.is_(True), TaxRate.active.is_(True))).all()
@@ -264,9 +261,28 @@ def sign_up(session: Session, package_id, form: Mapping, *, account_number: str,
         else None
     payment = _charge(session, subscriber, invoice, card_token, _payment_id(transaction_id),
                       today) if pays else None
-    if package.activate_after_signup and (payment is None or payment.status == "processed"):
-        _activate(session, subscriber, subscription)
-    return Signup(subscriber, subscription, invoice, payment)
+    done = Signup(subscriber, subscription, invoice, payment)
+    claim.subscriber_id, claim.payment_id = subscriber.id, payment.id if payment else None
+    claim.reason = "payment not confirmed yet" if done.payment_pending else None
+    session.flush()
+    return done
+
+
+def _claim_form(session: Session, form_id: str, ip: str, package_id: int,
+                email: str | None) -> SignupAttempt:
+    """The completed attempt of this form, written first: a form sent again finds it, and one
+    sent at the same moment waits on the unique form id and is refused when this commits."""
+    taken = ValidationFailed({"form": ALREADY_SUBMITTED})
+    if session.scalar(sa.select(SignupAttempt.id).where(SignupAttempt.form_id == form_id)):
+        raise taken
+    claim = SignupAttempt(ip=ip[:45], status="completed", form_id=form_id,
+                          package_id=package_id, email=(email or "")[:254] or None)
+    session.add(claim)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:  # the caller rolls the whole signup back
+        raise taken from None
+    return claim
 
 
 def _charge(session: Session, subscriber: Subscriber, invoice: Invoice | None, card_token: str,
@@ -291,6 +307,22 @@ def _charge(session: Session, subscriber: Subscriber, invoice: Invoice | None, c
     if payment.status == "failed":
         raise PaymentRefused(payment.message or "The card was declined.", payment.decline_code)
     return payment
+
+
+def email_taken(session: Session, subscriber_id: int) -> bool:
+    """Whether another subscriber of the tenant has this new subscriber's email."""
+    email = session.scalar(sa.select(Subscriber.email).where(Subscriber.id == subscriber_id))
+    return bool(email) and session.scalar(sa.select(sa.func.count()).select_from(Subscriber).where(
+        sa.func.lower(Subscriber.email) == email.lower(), Subscriber.id != subscriber_id)) > 0
+
+
+def activate_signup(session: Session, package: Package, done: Signup) -> None:
+    """Per the package, the signup goes active - once paid, when it pays. Called in a
+    transaction after the one that took the payment: whatever fails here (a plugin's hook, the
+    network), the payment and the signup are kept and the subscription waits for staff."""
+    if package.activate_after_signup and (done.payment is None
+                                          or done.payment.status == "processed"):
+        _activate(session, done.subscriber, done.subscription)
 
 
 def _activate(session: Session, subscriber: Subscriber, subscription: Subscription) -> None:

@@ -5,12 +5,14 @@ open to online signup, /signup/<slug>/<package id> takes the details (and the ca
 Against abuse: the global CSRF protection (the form carries its token), a honeypot field that
 people never see (filled: the bot is thanked and nothing is created) and at most
 SIGNUP_RATE_LIMIT submits per address and tenant in SIGNUP_RATE_WINDOW_MINUTES, counted from the
-SignupAttempt rows every submit leaves (in a commit of its own, whatever became of the signup).
+SignupAttempt rows every submit leaves (a completed signup's in its own transaction, a refused or
+failed one in a commit of its own).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 
 from flask import (
@@ -39,8 +41,9 @@ from headend.tenancy import permissions as perms
 from headend.tenancy.context import acting_as, current_scope
 from headend.tenancy.models import Tenant
 from headend.ui import PermissionsMixin, add_view
-from headend.views_base import WRITE_ERRORS
+from headend.views_base import WRITE_ERRORS, public_base_url
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("signup", __name__, url_prefix="/signup/<slug>")
 HONEYPOT = "website"  # hidden from people by the page's style; bots fill it in
 DONE = "signup_done"  # what the welcome page shows, kept in the Flask session
@@ -139,9 +142,9 @@ def _submit(tenant, package):
         services.check_signup(package, form, card_token=card_token, transaction_id=nonce)
         number = services.reserve_account_number(db.session)
         db.session.commit()
-        done = services.sign_up(db.session, package.id, form, account_number=number,
+        done = services.sign_up(db.session, package.id, form, account_number=number, ip=ip,
                                 card_token=card_token, transaction_id=nonce)
-        db.session.commit()
+        db.session.commit()  # the payment, if any, is kept whatever activation does
     except services.PaymentRefused as exc:
         db.session.rollback()
         return _refused(tenant, package, values, exc.errors, attempt, "failed", exc.reason)
@@ -155,15 +158,23 @@ def _submit(tenant, package):
     except WRITE_ERRORS as exc:
         db.session.rollback()
         return _refused(tenant, package, values, {"form": [
-            "Your signup could not be saved: nothing was charged or created, please try "
-            "again."]}, attempt, "failed", type(exc).__name__)
-    services.record_attempt(
-        db.session, status="completed", subscriber_id=done.subscriber.id,
-        payment_id=done.payment.id if done.payment else None,
-        reason="payment not confirmed yet" if done.payment_pending else None, **attempt)
-    db.session.commit()
+            "Your signup could not be saved: please try again, or call us."]}, attempt,
+            "failed", type(exc).__name__)
+    _activate(package, done)
     http_session[DONE] = {**_welcome(tenant, done), "invited": _invite(done.subscriber.id)}
     return redirect(url_for("signup.welcome", slug=tenant.slug))
+
+
+def _activate(package, done: services.Signup) -> None:
+    """Activation per the package, in a transaction of its own; a failure is logged and leaves
+    the (paid) signup pending for staff."""
+    try:
+        services.activate_signup(db.session, package, done)
+        db.session.commit()
+    except Exception:  # noqa: BLE001  (a plugin's hook or the network failing must not lose it)
+        db.session.rollback()
+        log.exception("signup of subscriber %s: activation failed, left for staff",
+                      done.subscriber.id)
 
 
 def _refused(tenant, package, values, errors, attempt, status, reason):
@@ -177,7 +188,9 @@ def _invite(subscriber_id: int) -> bool:
     """Email the new subscriber a portal invitation, in a transaction of its own: a signup
     stands even when the invitation cannot be sent (the email is another portal login)."""
     try:
-        invite(db.session, subscriber_id, base_url=request.host_url)
+        if services.email_taken(db.session, subscriber_id):
+            return False  # the portal login is another subscriber's to claim, not a prospect's
+        invite(db.session, subscriber_id, base_url=public_base_url())
         db.session.commit()
     except (ValidationFailed, *WRITE_ERRORS):
         db.session.rollback()
@@ -206,7 +219,7 @@ def _welcome(tenant, done: services.Signup) -> dict:
 @blueprint.route("/welcome", methods=["GET"])
 def welcome(slug):
     tenant = _tenant(slug)
-    done = http_session.get(DONE)
+    done = http_session.pop(DONE, None)  # shown once: the next person at this browser sees none
     if not done or done.get("slug") != tenant.slug:
         return redirect(url_for("signup.packages", slug=tenant.slug))
     with acting_as(tenant.id, actor_name="signup"):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 03:48:44.973114
+Create Date: 2026-12-07 04:46:42.024962
 """
 
 import headend.db
@@ -355,6 +355,7 @@ def upgrade():
         sa.Column("from_name", sa.String(length=120), nullable=True),
         sa.Column("reply_to", sa.String(length=254), nullable=True),
         sa.Column("email_invoices", sa.Boolean(), nullable=False),
+        sa.Column("invoices_since", sa.DateTime(), nullable=True),
         sa.Column("email_receipts", sa.Boolean(), nullable=False),
         sa.Column("email_notices", sa.Boolean(), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
@@ -1546,6 +1547,7 @@ def upgrade():
         sa.Column("package_id", sa.Integer(), nullable=True),
         sa.Column("email", sa.String(length=254), nullable=True),
         sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("form_id", sa.String(length=48), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("subscriber_id", sa.Integer(), nullable=True),
         sa.Column("payment_id", sa.Integer(), nullable=True),
@@ -1555,6 +1557,7 @@ def upgrade():
         sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "form_id", name="uq_signup_form"),
     )
     with op.batch_alter_table("signup_attempt", schema=None) as batch_op:
         batch_op.create_index(
@@ -1634,6 +1637,9 @@ def upgrade():
         sa.UniqueConstraint("tenant_id", "key", name="uq_outbound_email_key"),
     )
     with op.batch_alter_table("outbound_email", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_outbound_email_invoice_id"), ["invoice_id"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_outbound_email_status"), ["status"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_outbound_email_subscriber_id"), ["subscriber_id"], unique=False
@@ -1651,6 +1657,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_outbound_email_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_outbound_email_subscriber_id"))
         batch_op.drop_index(batch_op.f("ix_outbound_email_status"))
+        batch_op.drop_index(batch_op.f("ix_outbound_email_invoice_id"))
 
     op.drop_table("outbound_email")
     op.drop_table("usage_daily")

@@ -8,11 +8,12 @@ import io
 import subprocess
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 from headend.documents.data import Design, InvoiceDocument, Line, UsageRow, sample
 from headend.plugins.interfaces import InvoiceForm
 from headend_form_classic import ClassicForm, register_invoice_forms
-from headend_form_classic.form import logo_image
+from headend_form_classic.form import LOGO_DIR, logo_image
 
 FORM = ClassicForm()
 BRAND = {"display_name": "Valley Fiber", "primary_color": "#1f4e79", "accent_color": "#f0a500",
@@ -59,8 +60,19 @@ def test_columns_usage_and_stub_follow_the_design():
     design = Design(columns=("tax",), remittance_stub=False, show_usage=False)
     got = text(FORM.render(sample("EUR", design, DAY), BRAND))
     assert "Tax" in got and "Qty" not in got and "Unit price" not in got
+    assert "Period" not in got
     assert "Make payable to" not in got and "used," not in got
     assert "73.99 EUR" in got
+
+
+def test_quantity_and_price_share_a_cell_and_the_period_goes_under_the_description():
+    doc = sample("EUR", Design(columns=("period", "quantity", "unit_price")), DAY)
+    got = text(FORM.render(doc, BRAND))
+    line = doc.lines[0]
+    assert "Qty × Unit price" in got
+    assert f"{line.description} 1 × 59.99 59.99 EUR Period {line.period}" in got
+    only_qty = text(FORM.render(replace(doc, design=Design(columns=("quantity",))), BRAND))
+    assert " Qty " in only_qty and "×" not in only_qty and "Period" not in only_qty
 
 
 def test_other_accounts_lines_and_exact_prices():
@@ -85,7 +97,8 @@ def test_the_logo_is_embedded_once_encoded():
     logo = out.getvalue()
     drawn = logo_image(logo)
     assert drawn is logo_image(logo)  # converted once
-    assert drawn.uri.startswith("data:image/jpeg;base64,")
+    assert Path(drawn.uri).parent == LOGO_DIR
+    assert Path(drawn.uri).read_bytes().startswith(b"\xff\xd8")  # a JPEG
     assert (drawn.width, drawn.height) == (120.0, 40.0)
     pdf = FORM.render(sample("USD", Design(), DAY), BRAND | {"logo": logo,
                                                              "logo_media_type": "image/png"})
