@@ -5,10 +5,8 @@ failures recorded on the batch; and the paper invoice list."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
-import redis
 from headend.billing.invoicing import new_invoice
 from headend.billing.models import Invoice
 from headend.db import db
@@ -33,26 +31,7 @@ from tests.documents_helpers import (
     pdf_text,
 )
 
-REDIS = "redis://127.0.0.1:6379/0"
 MARCH = {"date_from": "2026-03-01", "date_to": "2026-03-31"}
-
-
-@pytest.fixture
-def on_redis(app):
-    """The app pointed at the real Redis under a prefix of its own; keys removed afterwards."""
-    try:
-        redis.Redis.from_url(REDIS).ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis must run on 127.0.0.1:6379 (.ci/run starts it)")
-    prefix = f"test-{uuid.uuid4().hex[:8]}-"
-    saved = {k: app.config.get(k) for k in ("REDIS_URL", "RQ_QUEUE_PREFIX")}
-    app.config.update(REDIS_URL=REDIS, RQ_QUEUE_PREFIX=prefix)
-    yield prefix
-    app.config.update(saved)
-    conn = redis.Redis.from_url(REDIS)
-    keys = list(conn.scan_iter(f"*{prefix}*"))
-    if keys:
-        conn.delete(*keys)
 
 
 def _batch(app, tenant, batch_id) -> PrintBatch:

@@ -4,10 +4,8 @@ scheduler tick - each with the billing run as the job."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
-import redis
 from headend.billing.jobs import enqueue_billing_run, job_id, run_billing
 from headend.db import db
 from headend.jobs import enqueue, queue, rq_job_id, run_scheduler, run_worker
@@ -16,32 +14,12 @@ from rq import SimpleWorker
 
 from tests.billing_run_helpers import RUN, fingerprint, tenant_with_subscribers
 
-REDIS = "redis://127.0.0.1:6379/0"
-
 
 def _invoices(app, tenant) -> int:
     with app.app_context(), acting_as(tenant):
         count = fingerprint(db.session)["invoices"]
         db.session.remove()
         return count
-
-
-@pytest.fixture
-def on_redis(app):
-    """The app pointed at the real Redis under a prefix of its own; keys removed afterwards."""
-    try:
-        redis.Redis.from_url(REDIS).ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis must run on 127.0.0.1:6379 (.ci/run starts it)")
-    prefix = f"test-{uuid.uuid4().hex[:8]}-"
-    saved = {k: app.config.get(k) for k in ("REDIS_URL", "RQ_QUEUE_PREFIX")}
-    app.config.update(REDIS_URL=REDIS, RQ_QUEUE_PREFIX=prefix)
-    yield prefix
-    app.config.update(saved)
-    conn = redis.Redis.from_url(REDIS)
-    keys = list(conn.scan_iter(f"*{prefix}*"))
-    if keys:
-        conn.delete(*keys)
 
 
 def test_without_redis_a_job_runs_inline_and_returns_its_result(app, make_tenant):

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 
 import pytest
-import redis
 from headend.billing.run import bill_run
 from headend.db import db
 from headend.dunning.autopay import run_autopay
@@ -36,22 +34,7 @@ from tests.peers.smtp import SmtpPeer
 localstripe_session, stripe_server = peer.localstripe_session, peer.stripe_server  # fixtures
 __all__ = ["smtp_server"]
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-REDIS = "redis://127.0.0.1:6379/0"
 DECLINES_ON_CHARGE = "4000000000000341"
-
-
-@pytest.fixture
-def on_redis(app):
-    """The app pointed at the real Redis under a prefix of its own; keys removed afterwards."""
-    prefix = f"test-{uuid.uuid4().hex[:8]}-"
-    saved = {k: app.config.get(k) for k in ("REDIS_URL", "RQ_QUEUE_PREFIX")}
-    app.config.update(REDIS_URL=REDIS, RQ_QUEUE_PREFIX=prefix)
-    yield prefix
-    app.config.update(saved)
-    conn = redis.Redis.from_url(REDIS)
-    keys = list(conn.scan_iter(f"*{prefix}*"))
-    if keys:
-        conn.delete(*keys)
 
 
 def test_a_billing_run_emails_each_invoice_once(app, make_tenant, smtp_server):

@@ -25,7 +25,6 @@ from headend.tenancy.context import acting_as
 from pyrad import packet
 
 from tests import network_helpers as peers
-from tests import test_jobs
 from tests.network_helpers import (
     RATE,
     activated,
@@ -39,7 +38,6 @@ from tests.network_helpers import (
 # fixtures
 freeradius, nas, radius, radius_engine, routeros = (
     peers.freeradius, peers.nas, peers.radius, peers.radius_engine, peers.routeros)
-on_redis = test_jobs.on_redis
 
 TODAY = dt.date(2026, 3, 10)
 

@@ -196,3 +196,27 @@ def api_as(app, make_user):
         c = app.test_client()
         return c, api_token(c, make_user(tenant_id, role))
     return make
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def on_redis(app):
+    """The app pointed at the real Redis (127.0.0.1:6379) under a key prefix of its own: its
+    jobs are enqueued for real; the keys are removed afterwards. Yields the prefix."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis must run on 127.0.0.1:6379 (.ci/run starts it)")
+    prefix = f"test-{uuid.uuid4().hex[:8]}-"
+    saved = {k: app.config.get(k) for k in ("REDIS_URL", "RQ_QUEUE_PREFIX")}
+    app.config.update(REDIS_URL=REDIS_URL, RQ_QUEUE_PREFIX=prefix)
+    yield prefix
+    app.config.update(saved)
+    conn = redis.Redis.from_url(REDIS_URL)
+    keys = list(conn.scan_iter(f"*{prefix}*"))
+    if keys:
+        conn.delete(*keys)
