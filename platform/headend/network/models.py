@@ -80,8 +80,10 @@ class NetworkChange(TenantOwned, Model):
 
 class UsageDaily(TenantOwned, Model):
     """A service's traffic and online time on one day (UTC), summed from RADIUS accounting:
-    what the usage chart, data caps and usage-based billing read. Keyed by what it is (no
-    surrogate id, no separate indexes): the usage import upserts tens of thousands at once."""
+    what the usage chart, data caps and usage-based billing read. Keyed by what it is, with no
+    surrogate id, separate index or foreign key (each a cost per row: the usage import upserts
+    a hundred thousand at once). Services are cancelled, not deleted; a deleted one's rows stay
+    behind unread (usage is only ever read by service)."""
 
     __tablename__ = "usage_daily"
     # room on each page for the new version of a row: an upsert of today's row is then a HOT
@@ -89,8 +91,7 @@ class UsageDaily(TenantOwned, Model):
     __table_args__ = {"postgresql_with": {"fillfactor": 80}}
 
     tenant_id: Mapped[int] = mapped_column(primary_key=True)  # tenants are never deleted
-    service_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("service_instance.id", ondelete="CASCADE"), primary_key=True)
+    service_id: Mapped[int] = mapped_column(primary_key=True)
     day: Mapped[dt.date] = mapped_column(sa.Date, primary_key=True)
     download_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     upload_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)

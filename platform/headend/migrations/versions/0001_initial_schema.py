@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 04:46:42.024962
+Create Date: 2026-12-07 05:24:06.609939
 """
 
 import headend.db
@@ -73,6 +73,17 @@ def upgrade():
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
         sa.UniqueConstraint("slug"),
+    )
+    op.create_table(
+        "usage_daily",
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.Column("service_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("download_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("upload_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("session_seconds", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "service_id", "day"),
+        postgresql_with={"fillfactor": 80},
     )
     op.create_table(
         "usage_session",
@@ -1596,18 +1607,6 @@ def upgrade():
         batch_op.create_index(batch_op.f("ix_usage_charge_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
-        "usage_daily",
-        sa.Column("tenant_id", sa.Integer(), nullable=False),
-        sa.Column("service_id", sa.Integer(), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("download_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("upload_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("session_seconds", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(["service_id"], ["service_instance.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("tenant_id", "service_id", "day"),
-        postgresql_with={"fillfactor": 80},
-    )
-    op.create_table(
         "outbound_email",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=24), nullable=False),
@@ -1660,7 +1659,6 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_outbound_email_invoice_id"))
 
     op.drop_table("outbound_email")
-    op.drop_table("usage_daily")
     with op.batch_alter_table("usage_charge", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_usage_charge_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_usage_charge_service_id"))
@@ -1986,6 +1984,7 @@ def downgrade():
 
     op.drop_table("ab_group_role")
     op.drop_table("usage_session")
+    op.drop_table("usage_daily")
     op.drop_table("tenant")
     op.drop_table("ab_view_menu")
     op.drop_table("ab_role")
