@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, current_app, flash, request
+from flask import Response, abort, current_app, flash, request
 from flask_appbuilder import ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.exceptions import DatabaseException
 from flask_appbuilder.models.sqla.interface import SQLAInterface
@@ -318,3 +318,11 @@ def public_base_url() -> str:
     client's to choose, and a forged one would put a link to the attacker's site into a
     subscriber's mailbox."""
     return current_app.config.get("HEADEND_PUBLIC_URL") or request.url_root
+
+
+def pdf_response(content: bytes, filename: str, download: bool = False) -> Response:
+    """A PDF for the browser (shown, or saved when `download`), never kept by a shared cache."""
+    disposition = "attachment" if download else "inline"
+    return Response(content, mimetype="application/pdf", headers={
+        "Content-Disposition": f'{disposition}; filename="{filename}"',
+        "Cache-Control": "private, no-store"})

@@ -3,7 +3,6 @@ drawn with the tenant's design. JWT or API key; another tenant's invoice is a 40
 
 from __future__ import annotations
 
-from flask import Response
 from flask_appbuilder.api import BaseApi, expose, protect, safe
 from sqlalchemy import select
 
@@ -13,6 +12,7 @@ from headend.documents.render import RenderFailed, invoice_pdf
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import acting_as, current_scope
 from headend.ui import PermissionsMixin
+from headend.views_base import pdf_response
 
 
 class InvoiceDocumentApi(PermissionsMixin, BaseApi):
@@ -50,8 +50,7 @@ class InvoiceDocumentApi(PermissionsMixin, BaseApi):
             return self.response_422(message={"invoice": [str(exc)]})
         finally:
             db.session.rollback()
-        return Response(content, mimetype="application/pdf", headers={
-            "Content-Disposition": f'inline; filename="{filename}"'})
+        return pdf_response(content, filename)
 
 
 def register(appbuilder):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from flask import Response, abort, current_app, flash, jsonify, redirect, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, request, url_for
 from flask_appbuilder import BaseView, expose, has_access
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
@@ -27,7 +27,7 @@ from headend.subscribers.models import Subscriber
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import acting_as, current_scope
 from headend.ui import PermissionsMixin, add_view
-from headend.views_base import NO_TENANT, acting, commit_service, row_or_404
+from headend.views_base import NO_TENANT, acting, commit_service, pdf_response, row_or_404
 
 CATEGORY = "Documents"
 COLUMN_LABELS = {"quantity": "Quantity", "unit_price": "Unit price", "period": "Period",
@@ -38,13 +38,6 @@ PAPER_PAGE = 100
 def can_write() -> bool:
     return current_app.appbuilder.sm.has_access("can_write", perms.DOCUMENTS)
 
-
-
-def pdf_response(content: bytes, filename: str, download: bool = False) -> Response:
-    disposition = "attachment" if download else "inline"
-    return Response(content, mimetype="application/pdf", headers={
-        "Content-Disposition": f'{disposition}; filename="{filename}"',
-        "Cache-Control": "private, no-store"})
 
 
 # --- Documents > Invoice design ----------------------------------------------------------------

@@ -21,7 +21,6 @@ from flask import (
     current_app,
     flash,
     g,
-    make_response,
     redirect,
     render_template,
     request,
@@ -43,7 +42,7 @@ from headend.portal.models import PortalAccount
 from headend.subscribers.models import Subscriber
 from headend.tenancy.context import acting_as
 from headend.tenancy.models import Tenant
-from headend.views_base import commit_service, public_base_url
+from headend.views_base import commit_service, pdf_response, public_base_url
 
 blueprint = Blueprint("portal", __name__, url_prefix="/portal/<slug>")
 SESSION_KEY = "portal"
@@ -229,11 +228,7 @@ def invoice_file(tenant, sub, invoice_id):
         abort(404)
     except RenderFailed:
         abort(503)
-    response = make_response(pdf)
-    response.headers["Content-Type"] = "application/pdf"
-    response.headers["Content-Disposition"] = \
-        f'inline; filename="invoice-{invoice.number or invoice.id}.pdf"'
-    return response
+    return pdf_response(pdf, f"invoice-{invoice.number or invoice.id}.pdf")
 
 
 @blueprint.route("/payments")
