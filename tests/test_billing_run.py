@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal as D
 
 import pytest
 import sqlalchemy as sa
@@ -266,6 +267,54 @@ def test_the_run_bills_exactly_what_the_billing_preview_shows(isp, rounding):
     assert any(ln.kind == "discount" for ln in invoices[plain].lines)
     assert any(ln.kind == "fee" for ln in invoices[paper].lines)
     assert invoices[exempt].tax_total == 0
+
+
+def test_alike_invoices_are_each_their_subscribers_own(isp):
+    """The run prices alike invoices once (one shape) and writes each for its own subscriber:
+    every invoice still equals its preview, its lines, billed periods and receivable name its
+    own subscription and subscriber, and its entry is its own."""
+    from headend.billing.invoicing import billing_preview
+    from headend.subscribers.models import Subscription
+
+    ids = isp.info["ids"]
+    alike = [subscription(isp, ids) for _ in range(5)]
+    caught_up = [subscription(isp, ids, start=dt.date(2026, 1, 1)) for _ in range(2)]
+    others = [subscription(isp, ids, tax_exempt=True, tax_exemption_code="CHURCH"),
+              subscription(isp, ids, taxed=False),
+              subscription(isp, ids, paper_invoice=True),
+              subscription(isp, ids, start=dt.date(2026, 2, 10))]
+    parent, _ = subscription(isp, ids)
+    _, child_sub = subscription(isp, ids)
+    isp.get(Subscription, child_sub).bill_to_subscriber_id = parent
+    update_invoice_defaults(isp, paper_invoice_fee=D("2.50"))
+    isp.commit()
+    subs = dict([*alike, *caught_up, *others, (parent, None)])
+    previews = {s: billing_preview(isp, s, RUN) for s in subs}
+    isp.rollback()
+    (result,) = _run(isp)
+    invoices = {i.subscriber_id: i for i in _invoices(isp)}
+    assert set(invoices) == set(subs) and result.invoices == len(subs)
+    for payer, preview in previews.items():
+        invoice = invoices[payer]
+        got = [(ln.kind, ln.description, ln.amount, ln.tax) for ln in invoice.lines]
+        assert got == [(ln.kind, ln.description, ln.amount, ln.tax) for ln in preview.lines]
+        assert invoice.total == preview.total and invoice.status == "open"
+        legs = isp.scalars(sa.select(Leg).where(Leg.entry_id == invoice.posted_entry_id)).all()
+        assert sum(leg.debit for leg in legs) == sum(leg.credit for leg in legs) == invoice.total
+        assert {leg.subscriber_id for leg in legs if leg.debit} == {payer}
+        entry = isp.get(JournalEntry, invoice.posted_entry_id)
+        assert (entry.key, entry.source_id) == (f"invoice:{invoice.id}:post", invoice.id)
+        own = subs[payer]
+        if own is not None:
+            assert {ln.subscription_id for ln in invoice.lines if ln.kind != "fee"} == {own}
+            assert {ln.for_subscriber_id for ln in invoice.lines} == {payer}
+            periods = isp.scalars(sa.select(BilledPeriod).where(
+                BilledPeriod.invoice_id == invoice.id)).all()
+            assert {p.subscription_id for p in periods} == {own}
+    for payer, _ in caught_up:
+        assert len({ln.period_start for ln in invoices[payer].lines}) == 3  # Jan, Feb, Mar
+    assert len({i.number for i in invoices.values()}) == len(invoices)
+    assert _run(isp)[0].invoices == 0
 
 
 def test_account_credit_settles_the_runs_invoice(isp):

@@ -16,10 +16,29 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 HAND_WRITTEN_INDEXES = {"ix_subscriber_search_trgm"}
 # PostgreSQL bookkeeping tables of the ledger's balance triggers (migration 0003), no models.
 HAND_WRITTEN_TABLES = {"ledger_pending_check", "ledger_check_sentinel"}
+# FKs of the hot billing tables that PostgreSQL checks with statement-level triggers instead
+# (migration 0004), by PostgreSQL's name for them. The models keep the ForeignKeys (ORM
+# relationships, SQLite DDL). On SQLite the FKs exist on both sides, so the filter never sees
+# them there.
+TRIGGER_CHECKED_FKS = {
+    *(f"{table}_tenant_id_fkey" for table in (
+        "invoice", "invoice_line", "invoice_line_tax", "billed_period", "journal_entry",
+        "ledger_leg")),
+    "ledger_leg_account_id_fkey", "ledger_leg_tax_rate_id_fkey", "ledger_leg_entry_id_fkey",
+    "invoice_line_income_account_id_fkey", "invoice_line_item_id_fkey",
+    "invoice_line_tax_tax_rate_id_fkey",
+}
+
+
+def _fk_name(fk) -> str:
+    """A model FK is unnamed: the name PostgreSQL gives it (table_column_fkey)."""
+    return f"{fk.table.name}_{'_'.join(fk.column_keys)}_fkey"
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
     if type_ == "table" and name in HAND_WRITTEN_TABLES:
+        return False
+    if type_ == "foreign_key_constraint" and (name or _fk_name(obj)) in TRIGGER_CHECKED_FKS:
         return False
     return not (type_ == "index" and name in HAND_WRITTEN_INDEXES)
 

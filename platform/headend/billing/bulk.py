@@ -50,24 +50,34 @@ def insert_rows(session: Session, model, rows: list[dict]) -> None:
     """
     if not rows:
         return
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
         session.execute(sa.insert(model), rows, execution_options={"render_nulls": True})
         return
     tenant_id = current_scope().tenant_id
     if tenant_id is None:
         raise TenantScopeError(f"{model.__name__}: choose a tenant to act for")
-    table = model.__table__
+    copy_rows(session, model.__table__, [{**row, "tenant_id": tenant_id} for row in rows])
+
+
+def copy_rows(session: Session, table: sa.Table, rows: list[dict]) -> None:
+    """Insert `rows` (dicts with the same keys) into `table` as they are: one COPY on
+    PostgreSQL (values through the columns' bind processors), one executemany elsewhere."""
+    if not rows:
+        return
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        session.execute(table.insert(), rows)
+        return
     names = list(rows[0])
     processed = [(i, proc) for i, proc in enumerate(
         table.c[n].type._cached_bind_processor(bind.dialect) for n in names) if proc]
-    columns = ", ".join(f'"{n}"' for n in [*names, "tenant_id"])
+    columns = ", ".join(f'"{n}"' for n in names)
     statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
     raw = session.connection().connection.driver_connection
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                values = [*row.values(), tenant_id]
+                values = list(row.values())
                 for i, proc in processed:
                     if values[i] is not None:
                         values[i] = proc(values[i])
@@ -106,16 +116,7 @@ def post_entries_bulk(session: Session, entries: list[BulkEntry]) -> None:
     IntegrityError for the caller's transaction (the billing run's exactly-once guard)."""
     if not entries:
         return
-    errors: dict[str, list[str]] = {}
-    account_ids = {leg.account_id for e in entries for leg in e.legs}
-    active = dict(session.execute(sa.select(Account.id, Account.active)
-                                  .where(Account.id.in_(account_ids))).all())
-    ar = session.scalar(sa.select(Account.id).where(Account.code == ACCOUNTS_RECEIVABLE))
-    for e in entries:
-        for problem in _entry_problems(e, active, ar):
-            errors.setdefault("legs", []).append(f"{e.key}: {problem}")
-    raise_if(errors)
-    overrides = _closed_books_dates(session, {e.entry_date for e in entries})
+    overrides = check_entries(session, entries)
     now = utcnow()
     insert_rows(session, JournalEntry, [dict(
         id=e.id, entry_date=e.entry_date, posted_at=now, source_type=e.source_type,
@@ -125,6 +126,21 @@ def post_entries_bulk(session: Session, entries: list[BulkEntry]) -> None:
         entry_id=e.id, account_id=leg.account_id, subscriber_id=leg.subscriber_id,
         debit=leg.debit, credit=leg.credit, tax_rate_id=leg.tax_rate_id,
         jurisdiction=leg.jurisdiction, memo=leg.memo) for e in entries for leg in e.legs])
+
+
+def check_entries(session: Session, entries: list[BulkEntry]) -> set[dt.date]:
+    """Refuse (ValidationFailed) entries that break `post_entry`'s rules; the dates among
+    theirs that fall in books closed with "warn" (each warned once)."""
+    errors: dict[str, list[str]] = {}
+    account_ids = {leg.account_id for e in entries for leg in e.legs}
+    active = dict(session.execute(sa.select(Account.id, Account.active)
+                                  .where(Account.id.in_(account_ids))).all())
+    ar = session.scalar(sa.select(Account.id).where(Account.code == ACCOUNTS_RECEIVABLE))
+    for e in entries:
+        for problem in _entry_problems(e, active, ar):
+            errors.setdefault("legs", []).append(f"{e.key}: {problem}")
+    raise_if(errors)
+    return _closed_books_dates(session, {e.entry_date for e in entries})
 
 
 def _entry_problems(e: BulkEntry, active: dict[int, bool], ar: int | None):

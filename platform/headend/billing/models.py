@@ -58,6 +58,7 @@ class InvoiceDefaults(TenantOwned, Model):
 
 class Invoice(TenantOwned, Model):
     __tablename__ = "invoice"
+    tenant_id_index = False  # uq_invoice_number and ix_invoice_* lead with tenant_id
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "number", name="uq_invoice_number"),
         sa.Index("ix_invoice_subscriber_date", "tenant_id", "subscriber_id", "invoice_date"),
@@ -70,7 +71,9 @@ class Invoice(TenantOwned, Model):
         sa.ForeignKey("subscriber.id", ondelete="RESTRICT"))  # who is billed (bill-to)
     invoice_date: Mapped[dt.date] = mapped_column(sa.Date)
     due_date: Mapped[dt.date] = mapped_column(sa.Date)
-    status: Mapped[str] = mapped_column(sa.String(16), default="draft", index=True)
+    # Indexed by ix_invoice_status_due (tenant_id, status, due_date): status is only ever
+    # queried within a tenant.
+    status: Mapped[str] = mapped_column(sa.String(16), default="draft")
     source: Mapped[str] = mapped_column(sa.String(16), default="manual")
     currency: Mapped[str] = mapped_column(sa.String(3))
     subtotal: Mapped[int] = mapped_column(sa.BigInteger, default=0)
@@ -155,6 +158,7 @@ class BilledPeriod(TenantOwned, Model):
     """A subscription-period that has been charged: the unique key behind "exactly once"."""
 
     __tablename__ = "billed_period"
+    tenant_id_index = False  # uq_billed_period leads with tenant_id
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "subscription_id", "period_start",
                             name="uq_billed_period"),

@@ -4,10 +4,12 @@ A pure function of the database and the run date. For each tenant, the subscript
 period whose invoice date (period start - days in advance) is on or before the run date are
 taken in chunks of whole bill-to groups; each chunk is computed in Python with the rules Invoice
 Now uses (`drafting`: which subscriptions, which periods, who pays; `charges_for`: what they
-cost; `taxes`: which rates apply) and written set-based - pre-allocated ids, one COPY (or
-multi-row INSERT) per table, one commit per chunk - never one statement or commit per
-subscription. On PostgreSQL the run is a two-stage pipeline: while a writer thread writes and
-commits chunk k, the main thread computes chunk k+1 (the database works while Python computes).
+cost; `taxes`: which rates apply) and written set-based, one commit per chunk - never one
+statement or commit per subscription. Alike invoices (same package, cycle, periods, tax
+settings...: `_alike`) are priced once, and the database writes every invoice of the chunk
+from these shapes with one INSERT .. SELECT per table (`shapes`). On PostgreSQL the run is a
+two-stage pipeline: while a writer thread writes and commits chunk k, the main thread computes
+chunk k+1 (the database works while Python computes).
 With a remote tax engine (AvaTax) the invoices are written as drafts waiting for their taxes;
 after the chunks, the invoicing retry records and posts each one with the engine, so a failure
 can never leave a document recorded at the engine without its invoice.
@@ -31,6 +33,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import SimpleNamespace
 
 import sqlalchemy as sa
@@ -41,7 +44,7 @@ from sqlalchemy.orm import Session, selectinload
 from headend.audit.models import AuditLog
 from headend.billing import drafting
 from headend.billing import taxes as tax_rules
-from headend.billing.bulk import BulkEntry, allocate_ids, insert_rows, post_entries_bulk
+from headend.billing.bulk import BulkEntry, allocate_ids, check_entries
 from headend.billing.changes import apply_schedule
 from headend.billing.charges import Charge, InclusionSnapshot, SubscriptionSnapshot, charges_for
 from headend.billing.defaults import invoice_defaults
@@ -59,13 +62,12 @@ from headend.billing.models import (
     BilledPeriod,
     Invoice,
     InvoiceDefaults,
-    InvoiceLine,
-    InvoiceLineTax,
     Memo,
     RecurringLine,
 )
 from headend.billing.numbering import format_number, reserve_invoice_numbers
 from headend.billing.periods import Period, first_period, invoice_date_for, period_containing
+from headend.billing.shapes import InvoiceRow, ShapeRows, write_invoices
 from headend.catalog.models import (
     Account,
     Package,
@@ -79,7 +81,7 @@ from headend.errors import ValidationFailed
 from headend.ledger.models import JournalEntry
 from headend.ledger.services import LegSpec, refuse_closed_books
 from headend.money import format_money, to_minor
-from headend.network.usage_billing import mark_invoiced, pending_usage, rate_usage
+from headend.network.usage_billing import PendingUsage, mark_invoiced, pending_usage, rate_usage
 from headend.plugins.interfaces import TaxEngineRejected, TaxLine, TaxRequest, TaxResult
 from headend.subscribers.models import Subscriber, Subscription, subscriber_tax_rate
 from headend.subscribers.services import unit_price
@@ -316,31 +318,31 @@ class _TenantRunner:
             for ids in chunks:
                 if failed:
                     break
-                drafts = self._compute(ids)
+                bills = self._compute(ids)
                 self.session.rollback()
-                handoff.put((ids, drafts))
+                handoff.put((ids, bills))
         finally:
             handoff.put(None)
             writer.join()
         if failed:
             raise failed[0]
 
-    def _chunk(self, ids: list[int], drafts: list[_Draft] | None = None) -> None:
-        """Bill one chunk in one transaction (`drafts`: computed already, to be re-checked)."""
+    def _chunk(self, ids: list[int], bills: list[_Bill] | None = None) -> None:
+        """Bill one chunk in one transaction (`bills`: computed already, to be re-checked)."""
         for attempt in itertools.count():
             try:
-                drafts = self._bill(ids, drafts)
+                bills = self._bill(ids, bills)
                 if self.dry_run:
                     self.session.rollback()
                 else:
                     self.session.commit()
-                    self._posted(drafts)
-                self._count(drafts)
+                    self._posted(bills)
+                self._count(bills)
                 break
             except IntegrityError:
                 # Another run billed some of these meanwhile: start over from its result.
                 self.session.rollback()
-                drafts = None
+                bills = None
                 if attempt >= 3:
                     raise
             except BaseException:
@@ -351,38 +353,52 @@ class _TenantRunner:
         if self.on_chunk and not self.dry_run:
             self.on_chunk(self.result)
 
-    def _bill(self, ids: list[int], drafts: list[_Draft] | None) -> list[_Draft]:
+    def _bill(self, ids: list[int], bills: list[_Bill] | None) -> list[_Bill]:
         session = self.session
         if session.get_bind().dialect.name == "postgresql" and not self.dry_run:
             session.execute(sa.select(sa.func.pg_advisory_xact_lock(
                 _LOCK_CLASS, self.result.tenant_id)))
-        if drafts is None:  # (computed drafts another run billed meanwhile: the unique key)
-            drafts = self._compute(ids)
-        if not drafts:
+        if bills is None:  # (computed bills another run billed meanwhile: the unique key)
+            bills = self._compute(ids)
+        if not bills:
             return []
         if not self.dry_run:
-            _number(self, drafts)
-            _write(self, drafts)
-        return drafts
+            _number(self, bills)
+            _write(self, bills)
+        return bills
 
-    def _compute(self, ids: list[int]) -> list[_Draft]:
-        """The chunk's invoices in memory, taxed (or left waiting for a remote engine) and
-        their rows prepared. Periods billed meanwhile (by another run) are not due: each
-        subscription's periods start after its last billed one."""
-        drafts = _InvoiceBuilder(self, _load_snapshots(self.session, ids, self)).build()
-        if not drafts or self.dry_run:
-            if drafts:
-                _tax(self, drafts)
-            return drafts
-        if self._remote_taxes:
+    def _compute(self, ids: list[int]) -> list[_Bill]:
+        """The chunk's invoices, taxed (or left waiting for a remote engine) and their rows
+        prepared. Alike invoices are priced once: one draft per shape (see `_alike`), billed
+        to each of its subscribers. Periods billed meanwhile (by another run) are not due:
+        each subscription's periods start after its last billed one."""
+        session = self.session
+        rows = _chunk_rows(session, ids)
+        payer_of = {row[0]: row[2] or self.payers.get(row[1], row[1]) for row in rows}
+        extras = _Extras.load(session, set(payer_of.values()), self)
+        groups, others = _alike(rows, payer_of, self, extras)
+        firsts = {members[0][1]: members for members in groups.values()}  # by payer
+        priced = set(others) | {members[0][0] for members in firsts.values()}
+        snaps = _load_snapshots([row for row in rows if row[0] in priced], self)
+        drafts = _InvoiceBuilder(self, snaps, extras).build()
+        if drafts and (self.dry_run or not self._remote_taxes):
+            _tax(self, drafts)
+        elif self._remote_taxes:
             for draft in drafts:
                 draft.tax_status = "waiting"
-        else:
-            _tax(self, drafts)
-        _prepare(self, drafts)
-        return drafts
+        bills = []
+        for draft in drafts:
+            members = firsts.get(draft.subscriber_id)
+            if members is None:
+                bills.append(_Bill(draft, draft.subscriber_id))
+                continue
+            draft.own_subscription = members[0][0]
+            bills += [_Bill(draft, payer, sub_id) for sub_id, payer in members]
+        if not self.dry_run:
+            _prepare(self, drafts)
+        return sorted(bills, key=lambda b: b.subscriber_id)
 
-    def _posted(self, drafts: list[_Draft]) -> None:
+    def _posted(self, bills: list[_Bill]) -> None:
         """`invoice_posted` for each posted invoice, after its chunk committed (as Invoice Now
         fires it after posting). The tenant's hook caller is looked up once per run: building
         it reads which plugins the tenant enabled."""
@@ -392,22 +408,22 @@ class _TenantRunner:
                 if pm is not None else None
         if self.on_posted is None:
             return
-        for draft in drafts:
-            if draft.tax_status == "ok":
-                self.on_posted(tenant_id=self.result.tenant_id, invoice_id=draft.id)
+        for bill in bills:
+            if bill.draft.tax_status == "ok":
+                self.on_posted(tenant_id=self.result.tenant_id, invoice_id=bill.id)
 
-    def _count(self, drafts: list[_Draft]) -> None:
+    def _count(self, bills: list[_Bill]) -> None:
         r = self.result
-        r.invoices += len(drafts)
-        r.periods += sum(len(d.periods) for d in drafts)
-        r.total += sum(d.total for d in drafts)
-        r.waiting += sum(d.tax_status == "waiting" for d in drafts)
-        for draft in drafts:
-            for line in draft.lines:
+        r.invoices += len(bills)
+        r.periods += sum(len(b.draft.periods) for b in bills)
+        r.total += sum(b.draft.total for b in bills)
+        r.waiting += sum(b.draft.tax_status == "waiting" for b in bills)
+        for bill in bills:
+            for line in bill.draft.lines:
                 if len(r.sample) >= SAMPLE_LINES:
                     return
                 r.sample.append(
-                    f"subscriber {draft.subscriber_id}: {line.charge.description}  "
+                    f"subscriber {bill.subscriber_id}: {line.charge.description}  "
                     f"{format_money(line.amount, r.currency)}"
                     + (f" + tax {format_money(line.tax, r.currency)}" if line.tax else ""))
 
@@ -470,11 +486,16 @@ class _Snap:
     scheduled: tuple[dt.date, SubscriptionSnapshot, tax_rules.TaxSettings] | None = None
 
 
-def _load_snapshots(session: Session, ids: list[int], runner: _TenantRunner) -> list[_Snap]:
-    catalog, defaults, payers = runner.catalog, runner.defaults, runner.payers
+def _chunk_rows(session: Session, ids: list[int]) -> list[sa.Row]:
+    """What the chunk's invoices are made of, by subscription: its ids (id, owner, bill-to)
+    first, `created_at` ninth, the owner's tax settings and paper flag last (`_alike`)."""
     last_end = (sa.select(sa.func.max(BilledPeriod.period_end))
                 .where(BilledPeriod.subscription_id == Subscription.id).scalar_subquery())
-    rows = session.execute(
+    rates = (sa.select(sa.func.aggregate_strings(
+        sa.cast(subscriber_tax_rate.c.tax_rate_id, sa.String), ","))
+        .where(subscriber_tax_rate.c.subscriber_id == Subscription.subscriber_id)
+        .scalar_subquery())
+    return session.execute(
         sa.select(Subscription.id, Subscription.subscriber_id,
                   Subscription.bill_to_subscriber_id, Subscription.package_id,
                   Subscription.billing_cycle, Subscription.quantity, Subscription.custom_price,
@@ -483,13 +504,53 @@ def _load_snapshots(session: Session, ids: list[int], runner: _TenantRunner) -> 
                   Subscription.cancel_on, last_end, Subscription.scheduled_package_id,
                   Subscription.scheduled_change_on, Subscription.tax_mode,
                   Subscription.custom_tax_kind, Subscription.custom_tax_cycle_rate,
-                  Subscription.custom_tax_setup_rate)
+                  Subscription.custom_tax_setup_rate,
+                  Subscriber.tax_exempt, Subscriber.tax_exemption_code, Subscriber.paper_invoice,
+                  rates)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
         .where(among(Subscription.id, ids)).order_by(Subscription.id)).all()
+
+
+def _alike(rows: list[sa.Row], payer_of: dict[int, int], runner: _TenantRunner,
+           extras: _Extras) -> tuple[dict[tuple, list[tuple[int, int]]], list[int]]:
+    """The chunk's plain subscriptions grouped by what their invoices are made of, and the
+    other subscriptions.
+
+    Plain: alone on its owner's invoice (not billed to another account, no other account
+    billed to its owner, no custom recurring line or usage there). Such an invoice is a
+    function of the subscription's row less its ids, its owner's tax settings and paper flag,
+    and the tenant's catalog and defaults (fixed for the run), so alike subscriptions share
+    one priced draft. Taxes quoted from a remote engine at the payer's address (a dry run)
+    are not shared.
+    """
+    if not (runner._remote_taxes or name_is_local(runner.defaults)):
+        return {}, [row[0] for row in rows]
+    apart = set(runner.payers.values()) | extras.payers  # parents; custom lines or usage
+    per_payer = defaultdict(int)
+    for payer in payer_of.values():
+        per_payer[payer] += 1
+    groups: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    others = []
+    for row in rows:
+        sub_id, owner = row[0], row[1]
+        payer = payer_of[sub_id]
+        if payer != owner or per_payer[payer] > 1 or payer in apart:
+            others.append(sub_id)
+            continue
+        start = row[7] or row[8].date()
+        groups[(*row[3:7], start, *row[9:])].append((sub_id, payer))
+    return groups, others
+
+
+def _load_snapshots(rows: list[sa.Row], runner: _TenantRunner) -> list[_Snap]:
+    """Snapshots of the subscriptions of these `_chunk_rows`."""
+    catalog, defaults, payers = runner.catalog, runner.defaults, runner.payers
     fixed_mode = defaults.billing_mode == "fixed"
     snaps = []
     for (sub_id, owner, bill_to, package_id, cycle, quantity, custom_price, bill_start,
          created_at, bill_day, hib_from, hib_until, cancel_on, last, scheduled_id,
-         scheduled_on, *tax_values) in rows:
+         scheduled_on, *values) in rows:
+        tax_values = values[:4]
         info = catalog.packages[package_id]
         package = info.package
         tax = tax_rules.TaxSettings(package.name, *tax_values)
@@ -547,30 +608,81 @@ class _Draft:
     id: int | None = None
     number: str | None = None
     usage_charges: list[int] = field(default_factory=list)  # UsageCharge ids it carries
-    # Prepared by `_prepare` once taxed: what `_write` inserts, less ids and the number.
+    # Shared by alike invoices: the subscription each of them puts in its place.
+    own_subscription: int | None = None
+    # Prepared by `_prepare` once taxed: what `_write` inserts, less the invoice's identity.
     legs: tuple[LegSpec, ...] = ()
-    line_rows: list[dict] = field(default_factory=list)
-    tax_rows: list[list[dict]] = field(default_factory=list)  # per line
+    rows: ShapeRows | None = None
 
-    @property
+    # Read once taxed (the counts and the writing), for each of the invoices sharing it.
+    @cached_property
     def subtotal(self) -> int:
         return sum(line.amount for line in self.lines)
 
-    @property
+    @cached_property
     def tax_total(self) -> int:
         return sum(line.tax for line in self.lines)
 
-    @property
+    @cached_property
     def total(self) -> int:
         return self.subtotal + self.tax_total
+
+
+@dataclass
+class _Bill:
+    """One invoice of a chunk: a priced draft (shared by alike invoices) for a payer, and for a
+    shared draft the subscription standing in for its own."""
+
+    draft: _Draft
+    subscriber_id: int
+    subscription_id: int | None = None
+    id: int | None = None
+    number: str | None = None
+    entry_id: int | None = None
+
+    def periods(self) -> list[tuple[int, Period]]:
+        own = self.draft.own_subscription
+        return [(self.subscription_id if sub_id == own else sub_id, period)
+                for sub_id, period in self.draft.periods]
+
+
+@dataclass
+class _Extras:
+    """What lands on a chunk's payers besides their subscriptions' periods: custom recurring
+    lines and rated usage not invoiced yet (one query each per chunk)."""
+
+    recurring: list[tuple[int, RecurringLine]]  # (payer, line)
+    usage: list[PendingUsage]
+
+    @property
+    def payers(self) -> set[int]:
+        return {payer for payer, _ in self.recurring} | {u.payer_id for u in self.usage}
+
+    @classmethod
+    def load(cls, session: Session, chunk: set[int], runner: _TenantRunner) -> _Extras:
+        """For the payers of a chunk."""
+        payers = runner.payers
+        owners = chunk | {child for child, payer in payers.items() if payer in chunk}
+        today = runner.run_date
+        lines = session.scalars(
+            sa.select(RecurringLine)
+            .where(sa.or_(among(RecurringLine.subscriber_id, owners),
+                          among(RecurringLine.bill_to_subscriber_id, chunk)),
+                   RecurringLine.start_date <= today,
+                   sa.or_(RecurringLine.end_date.is_(None), RecurringLine.end_date > today))
+            .options(selectinload(RecurringLine.item)).order_by(RecurringLine.id)).all()
+        recurring = [(payer, row) for row in lines
+                     if (payer := row.bill_to_subscriber_id
+                         or payers.get(row.subscriber_id, row.subscriber_id)) in chunk]
+        return cls(recurring, pending_usage(session, owners, chunk, runner.catalog.accounts))
 
 
 class _InvoiceBuilder:
     """One invoice per payer: due periods' charges, then recurring lines and the paper fee,
     discounts capped - the same lines `drafting.due_charges` gives Invoice Now."""
 
-    def __init__(self, runner: _TenantRunner, snaps: list[_Snap]):
-        self.runner, self.snaps = runner, snaps
+    def __init__(self, runner: _TenantRunner, snaps: list[_Snap], extras: _Extras):
+        self.runner, self.snaps, self.extras = runner, snaps, extras
         self.recurring_items: dict[int, int | None] = {}  # id(charge) -> item id
         self.defaults, self.catalog = runner.defaults, runner.catalog
         self.currency = runner.result.currency
@@ -629,37 +741,21 @@ class _InvoiceBuilder:
             .where(among(Subscriber.id, drafts)))}
 
     def _recurring(self, charges: dict[int, list[Charge]], drafts: dict[int, _Draft]) -> None:
-        """Active custom recurring lines landing on these payers: `drafting.recurring_charges`
-        for a whole chunk in one query."""
-        session, today, accounts = self.runner.session, self.runner.run_date, \
-            self.catalog.accounts
-        payers = self.runner.payers
-        owners = set(drafts) | {child for child, payer in payers.items() if payer in drafts}
-        rows = session.scalars(
-            sa.select(RecurringLine)
-            .where(sa.or_(among(RecurringLine.subscriber_id, owners),
-                          among(RecurringLine.bill_to_subscriber_id, drafts)),
-                   RecurringLine.start_date <= today,
-                   sa.or_(RecurringLine.end_date.is_(None), RecurringLine.end_date > today))
-            .options(selectinload(RecurringLine.item)).order_by(RecurringLine.id)).all()
-        for row in rows:
-            payer = row.bill_to_subscriber_id or payers.get(row.subscriber_id,
-                                                            row.subscriber_id)
-            if payer not in drafts:
-                continue
-            charge = drafting.recurring_charge(row, accounts)
-            self.recurring_items[id(charge)] = row.item_id
-            charges[payer].append(charge)
+        """Active custom recurring lines landing on these payers
+        (`drafting.recurring_charges` for a whole chunk)."""
+        for payer, row in self.extras.recurring:
+            if payer in drafts:
+                charge = drafting.recurring_charge(row, self.catalog.accounts)
+                self.recurring_items[id(charge)] = row.item_id
+                charges[payer].append(charge)
 
     def _usage(self, charges: dict[int, list[Charge]], drafts: dict[int, _Draft]) -> None:
         """Rated usage not invoiced yet (network.usage_billing), in arrears on these payers'
         invoices."""
-        owners = set(drafts) | {child for child, payer in self.runner.payers.items()
-                                if payer in drafts}
-        for pending in pending_usage(self.runner.session, owners, drafts,
-                                     self.catalog.accounts):
-            charges[pending.payer_id].append(pending.charge)
-            drafts[pending.payer_id].usage_charges.append(pending.charge_id)
+        for pending in self.extras.usage:
+            if pending.payer_id in drafts:
+                charges[pending.payer_id].append(pending.charge)
+                drafts[pending.payer_id].usage_charges.append(pending.charge_id)
 
     def _item_ids(self, charges: list[Charge]) -> dict[int, int | None]:
         items = dict(self.recurring_items)
@@ -672,15 +768,19 @@ class _InvoiceBuilder:
 
 # --- numbers and taxes -----------------------------------------------------------------------
 
-def _number(runner: _TenantRunner, drafts: list[_Draft]) -> None:
-    """Ids and numbers for the chunk's invoices: one counter UPDATE (which also takes SQLite's
-    write lock before any id is allocated past max(id))."""
-    session = runner.session
-    first = reserve_invoice_numbers(session, len(drafts))
-    ids = allocate_ids(session, Invoice, len(drafts))
-    for n, (draft, invoice_id) in enumerate(zip(drafts, ids, strict=True)):
-        draft.id = invoice_id
-        draft.number = format_number(runner.defaults.number_format, first + n, runner.run_date)
+def _number(runner: _TenantRunner, bills: list[_Bill]) -> None:
+    """Ids and numbers for the chunk's invoices and their entries: one counter UPDATE (which
+    also takes SQLite's write lock before any id is allocated past max(id))."""
+    session, fmt, day = runner.session, runner.defaults.number_format, runner.run_date
+    first = reserve_invoice_numbers(session, len(bills))
+    ids = allocate_ids(session, Invoice, len(bills))
+    for n, (bill, invoice_id) in enumerate(zip(bills, ids, strict=True)):
+        bill.id = invoice_id
+        bill.number = format_number(fmt, first + n, day)
+    posting = [bill for bill in bills if bill.draft.legs]
+    for bill, entry_id in zip(posting, allocate_ids(session, JournalEntry, len(posting)),
+                              strict=True):
+        bill.entry_id = entry_id
 
 
 def _tax_subjects(session: Session, ids: set[int]) -> dict[int, SimpleNamespace]:
@@ -780,24 +880,43 @@ def _store(result: TaxResult, lines: dict[int, tuple[_Line, TaxLine]]) -> None:
 # --- writing ---------------------------------------------------------------------------------
 
 def _prepare(runner: _TenantRunner, drafts: list[_Draft]) -> None:
-    """Each taxed draft's entry legs and line rows: the part of writing that needs no ids
-    (done while the previous chunk is written, in a pipelined run)."""
+    """Each taxed draft's entry legs and its rows as a shape (`shapes`): the part of writing
+    that needs no ids (done while the previous chunk is written, in a pipelined run)."""
     accounts = runner.catalog.accounts
     for draft in drafts:
         if draft.tax_status == "ok":
             draft.legs = _legs(draft, accounts)
-        draft.line_rows = [dict(
-            position=pos, kind=c.kind, description=c.description[:255],
-            explanation=c.explanation, item_id=line.item_id, subscription_id=c.subscription_id,
-            for_subscriber_id=c.for_subscriber_id,
-            period_start=c.period.start if c.period else None,
-            period_end=c.period.end if c.period else None, quantity=c.quantity,
-            unit_price=c.unit_price, amount=line.amount, income_account_id=c.income_account_id,
-            taxable=c.taxable, tax=line.tax)
-            for pos, line in enumerate(draft.lines, start=1) for c in (line.charge,)]
-        draft.tax_rows = [[dict(tax_rate_id=t.tax_rate_id, jurisdiction=t.jurisdiction[:120],
-                                rate=t.rate, amount=t.tax) for t in line.taxes]
-                          for line in draft.lines]
+        own_sub, own_payer = draft.own_subscription, draft.subscriber_id
+        lines, taxes = [], []
+        for pos, line in enumerate(draft.lines, start=1):
+            c = line.charge
+            lines.append(dict(
+                position=pos, kind=c.kind, description=c.description[:255],
+                explanation=c.explanation, item_id=line.item_id,
+                subscription_id=c.subscription_id, for_subscriber_id=c.for_subscriber_id,
+                period_start=c.period.start if c.period else None,
+                period_end=c.period.end if c.period else None, quantity=c.quantity,
+                unit_price=c.unit_price, amount=line.amount,
+                income_account_id=c.income_account_id, taxable=c.taxable, tax=line.tax,
+                own_subscription=own_sub is not None and c.subscription_id == own_sub,
+                own_subscriber=c.for_subscriber_id == own_payer))
+            taxes += [dict(position=pos, n=n, tax_rate_id=t.tax_rate_id,
+                           jurisdiction=t.jurisdiction[:120], rate=t.rate, amount=t.tax)
+                      for n, t in enumerate(line.taxes)]
+        draft.rows = ShapeRows(
+            invoice=dict(status="open" if draft.tax_status == "ok" else "draft",
+                         tax_status=draft.tax_status, subtotal=draft.subtotal,
+                         tax_total=draft.tax_total, total=draft.total),
+            lines=lines, taxes=taxes,
+            legs=[dict(n=n, account_id=leg.account_id, subscriber_id=leg.subscriber_id,
+                       own_subscriber=leg.subscriber_id == own_payer, debit=leg.debit,
+                       credit=leg.credit, tax_rate_id=leg.tax_rate_id,
+                       jurisdiction=leg.jurisdiction, memo=leg.memo)
+                  for n, leg in enumerate(draft.legs)],
+            periods=[dict(subscription_id=sub_id,
+                          own_subscription=own_sub is not None and sub_id == own_sub,
+                          period_start=period.start, period_end=period.end)
+                     for sub_id, period in draft.periods])
 
 
 def _legs(inv: _Draft, accounts: dict[str, int]) -> tuple[LegSpec, ...]:
@@ -815,60 +934,43 @@ def _legs(inv: _Draft, accounts: dict[str, int]) -> tuple[LegSpec, ...]:
         for (kind, account, rate_id, jurisdiction), amount in net.items() if amount)
 
 
-def _write(runner: _TenantRunner, drafts: list[_Draft]) -> None:
-    """The chunk's invoices, lines, line taxes, billed periods and journal entries: one
-    multi-row INSERT per table. An invoice waiting for its taxes gets no entry (it posts when
-    they are known)."""
+def _write(runner: _TenantRunner, bills: list[_Bill]) -> None:
+    """The chunk's invoices, lines, line taxes, billed periods and journal entries, set-based
+    from their shapes (`shapes`). An invoice waiting for its taxes gets no entry (it posts
+    when they are known)."""
     session, d, run_date = runner.session, runner.defaults, runner.run_date
-    posting = [draft for draft in drafts if draft.legs]
-    entries = [BulkEntry(entry_id, f"invoice:{inv.id}:post", run_date, "invoice", inv.id,
-                         f"Invoice {inv.number}", inv.legs)
-               for entry_id, inv in zip(allocate_ids(session, JournalEntry, len(posting)),
-                                        posting, strict=True)]
-    post_entries_bulk(session, entries)
-    posted = {e.source_id: e.id for e in entries}
-    now = utcnow()
-    insert_rows(session, Invoice, [dict(
-        id=inv.id, number=inv.number, subscriber_id=inv.subscriber_id, invoice_date=run_date,
-        due_date=run_date + dt.timedelta(days=d.due_days),
-        status="open" if inv.tax_status == "ok" else "draft", source="billing_run",
-        currency=runner.result.currency, subtotal=inv.subtotal, tax_total=inv.tax_total,
-        total=inv.total, amount_paid=0, tax_status=inv.tax_status,
-        tax_attempts=0,
-        posted_entry_id=posted.get(inv.id), posted_at=now if inv.id in posted else None,
-        created_at=now) for inv in drafts])
-    line_ids = iter(allocate_ids(session, InvoiceLine, sum(len(inv.lines) for inv in drafts)))
-    lines, taxes = [], []
-    for inv in drafts:
-        for row, tax_rows in zip(inv.line_rows, inv.tax_rows, strict=True):
-            row["id"] = line_id = next(line_ids)
-            row["invoice_id"] = inv.id
-            lines.append(row)
-            for tax_row in tax_rows:
-                tax_row["line_id"] = line_id
-                taxes.append(tax_row)
-    insert_rows(session, InvoiceLine, lines)
-    insert_rows(session, InvoiceLineTax, taxes)
-    insert_rows(session, BilledPeriod, [dict(
-        subscription_id=sub_id, period_start=period.start, period_end=period.end,
-        invoice_id=inv.id) for inv in drafts for sub_id, period in inv.periods])
-    billed = [item for inv in drafts for item in inv.periods]
+    drafts = list({id(bill.draft): bill.draft for bill in bills}.values())
+    shape_of = {id(draft): n for n, draft in enumerate(drafts)}
+    first_bill = {}
+    for bill in bills:
+        first_bill.setdefault(id(bill.draft), bill)
+    overrides = check_entries(session, [
+        BulkEntry(0, f"invoice:{first_bill[id(draft)].number}:post", run_date, "invoice", 0,
+                  "", draft.legs) for draft in drafts if draft.legs])
+    write_invoices(
+        session, [draft.rows for draft in drafts],
+        [InvoiceRow(bill.id, bill.entry_id, bill.number, bill.subscriber_id,
+                    bill.subscription_id, shape_of[id(bill.draft)]) for bill in bills],
+        tenant_id=runner.result.tenant_id, invoice_date=run_date,
+        due_date=run_date + dt.timedelta(days=d.due_days), currency=runner.result.currency,
+        closed_books_override=run_date in overrides, now=utcnow())
+    billed = [item for bill in bills for item in bill.periods()]
     scheduled = set(session.scalars(sa.select(Subscription.id).where(
         among(Subscription.id, {sub_id for sub_id, _ in billed}),
         Subscription.scheduled_package_id.is_not(None))))
     if scheduled:
         apply_schedule(session, [item for item in billed if item[0] in scheduled])
-    usage = {charge_id: inv.id for inv in drafts for charge_id in inv.usage_charges}
+    usage = {charge_id: bill.id for bill in bills for charge_id in bill.draft.usage_charges}
     if len(mark_invoiced(session, usage)) != len(usage):  # an Invoice Now took one meanwhile
         raise RuntimeError("usage charges were invoiced meanwhile: run the chunk again")
-    _apply_credits(session, [inv for inv in drafts if inv.id in posted])
+    _apply_credits(session, [bill for bill in bills if bill.entry_id is not None])
 
 
 def name_is_local(defaults: InvoiceDefaults) -> bool:
     return (defaults.tax_engine or "simple_tax") == "simple_tax"
 
 
-def _apply_credits(session: Session, invoices: list[_Draft]) -> None:
+def _apply_credits(session: Session, invoices: list[_Bill]) -> None:
     """Unapplied account credit (credit memos, payments) settles the new invoices (the memo
     helper's rule), only for the few subscribers that have any."""
     from headend.billing.memos import apply_account_credit

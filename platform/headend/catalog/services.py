@@ -405,17 +405,33 @@ def guard_package_delete(session: Session, package: Package) -> None:
         guard_service_line_delete(session, line)
 
 
+# Uses are counted up to this many: an account can carry millions of ledger legs.
+USE_COUNT_CAP = 1000
+
+
 def _refuse_if_used(session: Session, field: str, label: str, uses) -> None:
     for model, column, what in uses:
-        count = session.scalar(select(func.count(model.id)).where(column))
+        count = session.scalar(select(func.count()).select_from(
+            select(model.id).where(column).limit(USE_COUNT_CAP).subquery()))
         if count:
-            raise ValidationFailed({field: f"{label} is used by {count} {what}; deactivate it "
+            shown = f"{count}+" if count == USE_COUNT_CAP else str(count)
+            raise ValidationFailed({field: f"{label} is used by {shown} {what}; deactivate it "
                                            "instead"})
 
 
+def _posting_models():
+    """Ledger legs and invoice lines, imported late: the ledger and billing depend on the
+    catalog, not the other way round."""
+    from headend.billing.models import InvoiceLine
+    from headend.ledger.models import Leg
+    return Leg, InvoiceLine
+
+
 def guard_item_delete(session: Session, item: Item) -> None:
+    _, InvoiceLine = _posting_models()
     _refuse_if_used(session, "item", f"item '{item.code}'", [
-        (PackageInclusion, PackageInclusion.item_id == item.id, "package inclusion(s)")])
+        (PackageInclusion, PackageInclusion.item_id == item.id, "package inclusion(s)"),
+        (InvoiceLine, InvoiceLine.item_id == item.id, "invoice line(s)")])
 
 
 def guard_service_delete(session: Session, service: Service) -> None:
@@ -424,6 +440,11 @@ def guard_service_delete(session: Session, service: Service) -> None:
 
 
 def guard_account_delete(session: Session, account: Account) -> None:
+    """Postings are history: an account with ledger legs or invoice lines stays (on PostgreSQL
+    a trigger of migration 0004 refuses the delete too; this says why, per field)."""
+    Leg, InvoiceLine = _posting_models()
     _refuse_if_used(session, "account", f"account {account.code}", [
         (Item, Item.income_account_id == account.id, "item(s)"),
-        (Account, Account.parent_id == account.id, "sub-account(s)")])
+        (Account, Account.parent_id == account.id, "sub-account(s)"),
+        (Leg, Leg.account_id == account.id, "ledger leg(s)"),
+        (InvoiceLine, InvoiceLine.income_account_id == account.id, "invoice line(s)")])

@@ -22,6 +22,7 @@ class JournalEntry(TenantOwned, Model):
     """One balanced posting of a source document (invoice, memo, void...)."""
 
     __tablename__ = "journal_entry"
+    tenant_id_index = False  # led by uq_journal_entry_tenant_key and ix_journal_entry_*
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "key", name="uq_journal_entry_tenant_key"),
         sa.Index("ix_journal_entry_source", "tenant_id", "source_type", "source_id"),
@@ -53,6 +54,7 @@ class Leg(TenantOwned, Model):
     """One debit or one credit of an entry on one account."""
 
     __tablename__ = "ledger_leg"
+    tenant_id_index = False  # ix_ledger_leg_subscriber leads with tenant_id
     __table_args__ = (
         sa.CheckConstraint("debit >= 0", name="ck_ledger_leg_debit_not_negative"),
         sa.CheckConstraint("credit >= 0", name="ck_ledger_leg_credit_not_negative"),
