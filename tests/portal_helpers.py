@@ -52,5 +52,7 @@ def signed_in(app, tenant_id: int, subscriber_id: int, password: str = PORTAL_PA
     return client
 
 
-def portal_login(client, slug: str, login: str, password: str = PORTAL_PASSWORD):
-    return client.post(f"/portal/{slug}/login", data={"login": login, "password": password})
+def portal_login(client, slug: str, login: str, password: str = PORTAL_PASSWORD,
+                 address: str = "127.0.0.1"):
+    return client.post(f"/portal/{slug}/login", data={"login": login, "password": password},
+                       environ_base={"REMOTE_ADDR": address})

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from headend.billing.invoicing import new_invoice
 from headend.billing.models import Invoice
-from headend.db import db
+from headend.db import db, utcnow
 from headend.documents import batch as batches
 from headend.documents.jobs import enqueue_print_batch, job_id
 from headend.documents.models import InvoiceDesign, PrintBatch
@@ -19,7 +19,7 @@ from headend.plugins.interfaces import InvoiceForm
 from headend.tenancy.context import acting_as
 from pypdf import PdfWriter
 from rq import SimpleWorker
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import undefer
 
 from tests.documents_helpers import (
@@ -80,7 +80,7 @@ def test_the_page_prints_a_period_inline_with_progress_and_download(app, make_te
     progress = client.get(f"/documents/print/{batch_id}/progress").get_json()
     assert progress | {"download": None} == {
         "id": batch_id, "status": "done", "total": 3, "done": 3, "percent": 100, "error": None,
-        "download": None}
+        "stalled": False, "download": None}
     assert progress["download"] == f"/documents/print/{batch_id}/download"
     pdf = client.get(progress["download"])
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
@@ -171,6 +171,45 @@ def test_a_failure_is_recorded_on_the_batch(app, make_tenant, login_as):
     assert failed.pdf is None and failed.finished_at is not None
     progress = login_as(tenant).get(f"/documents/print/{batch_id}/progress").get_json()
     assert progress["status"] == "failed" and "printer caught fire" in progress["error"]
+
+
+def test_a_batch_whose_job_was_lost_shows_stalled_and_runs_again(app, make_tenant, login_as):
+    tenant, _ = invoiced_tenant(app, make_tenant, "Lost ISP", count=2)
+    batch_id = _create(app, tenant)
+    quiet = utcnow() - batches.STALLED_AFTER - dt.timedelta(minutes=1)
+    with app.app_context(), acting_as(tenant):  # a worker took it, then was killed
+        db.session.execute(update(PrintBatch).values(status="running", total=2, done=1,
+                                                     progress_at=quiet))
+        db.session.commit()
+    client = login_as(tenant, "Billing")
+    assert client.get(f"/documents/print/{batch_id}/progress").get_json()["stalled"] is True
+    page = client.get(f"/documents/print/{batch_id}").get_data(as_text=True)
+    assert 'id="batch-again"' in page and "its job was lost" in page
+    assert "stalled" in client.get("/documents/print/").get_data(as_text=True)
+    assert login_as(tenant, "ReadOnly").post(
+        f"/documents/print/{batch_id}/again").status_code in (302, 403)
+    assert _batch(app, tenant, batch_id).status == "running"
+    resp = client.post(f"/documents/print/{batch_id}/again")
+    assert resp.status_code == 302
+    done = _batch(app, tenant, batch_id)
+    assert (done.status, done.done, done.total) == ("done", 2, 2) and page_count(done.pdf) == 2
+    again = client.post(f"/documents/print/{batch_id}/again", follow_redirects=True)
+    assert "only a failed batch" in again.get_data(as_text=True)
+
+
+def test_a_batch_a_live_job_is_building_is_not_built_twice(app, make_tenant):
+    tenant, _ = invoiced_tenant(app, make_tenant, "Busy ISP", count=1)
+    batch_id = _create(app, tenant)
+    with app.app_context(), acting_as(tenant):
+        db.session.execute(update(PrintBatch).values(status="running", progress_at=utcnow()))
+        db.session.commit()
+        assert batches.run_batch(db.session, batch_id) == {
+            "batch": batch_id, "status": "running", "skipped": True}
+        with pytest.raises(ValidationFailed) as refused:
+            batches.run_again(db.session, batch_id)
+        assert "status" in refused.value.errors
+        db.session.rollback()
+    assert _batch(app, tenant, batch_id).pdf is None
 
 
 def test_on_redis_a_worker_builds_the_batch(app, make_tenant, login_as, on_redis):

@@ -123,6 +123,10 @@ def test_an_invoice_with_many_lines_flows_onto_more_pages(app, make_tenant):
     text = pdf_text(pdf)
     assert "Charge number 0" in text and "Charge number 59" in text
     assert text.count("detach") == 1, "the stub is on the first page only"
+    pages = [page for page in text.split("\f") if page.strip()]
+    assert len(pages) == page_count(pdf)
+    assert all("Description" in page and "Amount" in page for page in pages), \
+        "the lines' header row repeats on every page"
 
 
 def test_ui_and_api_serve_the_pdf_and_404_another_tenants(app, make_tenant, login_as, api_as):

@@ -11,6 +11,7 @@ from headend.app import create_app
 from headend.billing.models import Invoice
 from headend.catalog.models import InternetProfile, Package
 from headend.db import db, utcnow
+from headend.errors import ValidationFailed
 from headend.mail.models import OutboundEmail
 from headend.network.models import UsageDaily
 from headend.portal import accounts
@@ -282,6 +283,52 @@ def test_portal_forms_need_the_csrf_token(app, valley, database_url):
 
 # --- staff: Invite to portal ---------------------------------------------------------------------
 
+def test_one_address_guessing_across_logins_is_throttled(app, valley):
+    """Password spraying: one address trying many logins is refused after
+    MAX_ADDRESS_FAILURES, even for a right password; other addresses are not."""
+    tenant, sub = valley
+    signed_in(app, tenant, sub)
+    client = app.test_client()
+    for n in range(accounts.MAX_ADDRESS_FAILURES):
+        assert portal_login(client, "valley", f"guess{n}@example.test",
+                            address="203.0.113.7").status_code == 401
+    resp = portal_login(client, "valley", "ana@example.test", address="203.0.113.7")
+    assert resp.status_code == 429 and "Too many failed attempts" in resp.get_data(as_text=True)
+    assert portal_login(app.test_client(), "valley", "ana@example.test",
+                        address="198.51.100.2").status_code == 302
+    with _in(app, tenant) as s:
+        assert s.scalar(select(func.count()).select_from(PortalLoginFailure).where(
+            PortalLoginFailure.address == "203.0.113.7")) == accounts.MAX_ADDRESS_FAILURES
+
+
+def test_staff_close_a_portal_login_and_open_it_again(app, valley, login_as):
+    tenant, sub = valley
+    portal = signed_in(app, tenant, sub)
+    assert portal.get("/portal/valley/").status_code == 200
+    support = login_as(tenant, "Support")
+    resp = support.post(f"/portal-admin/access/{sub}", data={"active": "0"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/{sub}#portal")
+    # the open session ends, and the password no longer signs in
+    assert portal.get("/portal/valley/").status_code == 302
+    assert portal_login(app.test_client(), "valley", "ana@example.test").status_code == 401
+    assert login_as(tenant, "ReadOnly").post(f"/portal-admin/access/{sub}",
+                                             data={"active": "1"}).status_code in (302, 403)
+    with _in(app, tenant) as s:
+        assert s.scalar(select(PortalAccount.active)) is False
+    support.post(f"/portal-admin/access/{sub}", data={"active": "1"})
+    assert portal_login(app.test_client(), "valley", "ana@example.test").status_code == 302
+
+
+def test_closing_a_login_that_does_not_exist_says_so(app, make_tenant, login_as):
+    tenant = make_tenant("Bare Net", "bare")
+    with _in(app, tenant) as s:
+        sub = customer(s, "bo@example.test")
+        s.commit()
+        with pytest.raises(ValidationFailed) as refused:
+            accounts.set_access(s, sub, False)
+        assert "portal" in refused.value.errors
+
+
 def test_staff_invite_button(app, valley, login_as, make_tenant):
     tenant, sub = valley
     support = login_as(tenant, "Support")
@@ -426,5 +473,12 @@ def test_profile_box_shows_the_login_and_the_invite_button(app, valley):
         html = render_template("portal/_profile_box.html", sub=subscriber,
                                account=accounts.account_of(db.session, sub), can_write=False)
         assert "ana@example.test" in html and "no password chosen yet" in html
-        assert "portal-invite" not in html
+        assert "portal-invite" not in html and "portal-access" not in html
+        html = render_template("portal/_profile_box.html", sub=subscriber,
+                               account=accounts.account_of(db.session, sub), can_write=True)
+        assert f'action="/portal-admin/access/{sub}"' in html and "Close portal login" in html
+        accounts.set_access(db.session, sub, False)
+        html = render_template("portal/_profile_box.html", sub=subscriber,
+                               account=accounts.account_of(db.session, sub), can_write=True)
+        assert "(closed)" in html and "Open portal login" in html
         db.session.rollback()

@@ -21,6 +21,7 @@ STATUS_FILTERS = {"open": ("open", "partially_paid"), "paid": ("paid",),
                   "all": ("open", "partially_paid", "paid")}
 MAX_DAYS = 366
 PROGRESS_EVERY = 25  # invoices rendered between two progress commits
+STALLED_AFTER = dt.timedelta(minutes=10)  # queued or running without progress this long
 
 
 def _date(value, field: str, errors: dict) -> dt.date | None:
@@ -74,6 +75,44 @@ def _batch(session: Session, batch_id: int) -> PrintBatch:
     return batch
 
 
+def stalled(batch: PrintBatch, now: dt.datetime | None = None) -> bool:
+    """Queued or running without a sign of life for STALLED_AFTER: its job was lost (a worker
+    killed, Redis flushed) or never ran; staff can run it again."""
+    since = batch.progress_at or batch.created_at
+    return batch.status in ("queued", "running") and since is not None \
+        and since < (now or utcnow()) - STALLED_AFTER
+
+
+def run_again(session: Session, batch_id: int) -> PrintBatch:
+    """Queue a failed or stalled batch again (the caller enqueues its job after committing)."""
+    batch = _batch(session, batch_id)
+    errors: dict = {}
+    require(errors, "status", batch.status == "failed" or stalled(batch),
+            "only a failed batch, or one without progress for "
+            f"{int(STALLED_AFTER.total_seconds() // 60)} minutes, runs again")
+    raise_if(errors)
+    batch.status, batch.error, batch.progress_at = "queued", None, utcnow()
+    session.flush()
+    return batch
+
+
+def _claim(session: Session, batch_id: int, total: int) -> bool:
+    """Take the batch for this job: one UPDATE, so two jobs of one batch (a retry, a run again
+    while the first still lived) never render it at once. Not taken: done, or another job is
+    on it and alive."""
+    now = utcnow()
+    taken = session.execute(
+        sa.update(PrintBatch)
+        .where(PrintBatch.id == batch_id, sa.or_(
+            PrintBatch.status.in_(("queued", "failed")),
+            sa.and_(PrintBatch.status == "running",
+                    PrintBatch.progress_at < now - STALLED_AFTER)))
+        .values(status="running", total=total, done=0, error=None, progress_at=now)
+        .execution_options(synchronize_session=False))
+    session.commit()
+    return taken.rowcount == 1
+
+
 def run_batch(session: Session, batch_id: int) -> dict:
     """Render and merge the batch's invoices, committing progress every PROGRESS_EVERY; a
     failure is recorded on the batch (status "failed", the error) instead of raised."""
@@ -82,24 +121,25 @@ def run_batch(session: Session, batch_id: int) -> dict:
     from headend.documents.render import render_many
 
     batch = _batch(session, batch_id)
-    if batch.status == "done":
-        return {"batch": batch_id, "status": "done", "invoices": batch.total}
     ids = invoice_ids(session, batch.criteria)
-    batch.status, batch.total, batch.done, batch.error = "running", len(ids), 0, None
-    session.commit()
+    if not _claim(session, batch_id, len(ids)):
+        batch = _batch(session, batch_id)
+        return {"batch": batch_id, "status": batch.status, "skipped": True}
     try:
         writer = PdfWriter()
         for done, (_, pdf) in enumerate(render_many(session, ids), 1):
             writer.append(PdfReader(io.BytesIO(pdf)))
             if done % PROGRESS_EVERY == 0 and done < len(ids):
-                _batch(session, batch_id).done = done
+                batch = _batch(session, batch_id)
+                batch.done, batch.progress_at = done, utcnow()
                 session.commit()
         out = io.BytesIO()
         if ids:
             writer.write(out)
         batch = _batch(session, batch_id)
         batch.pdf = out.getvalue() or None
-        batch.done, batch.status, batch.finished_at = len(ids), "done", utcnow()
+        batch.done, batch.status = len(ids), "done"
+        batch.finished_at = batch.progress_at = utcnow()
         session.commit()
     except Exception as exc:  # recorded for the operator; the job itself ends normally
         session.rollback()
@@ -114,4 +154,4 @@ def progress(batch: PrintBatch) -> dict:
     percent = 100 if batch.status == "done" else (
         int(batch.done * 100 / batch.total) if batch.total else 0)
     return {"id": batch.id, "status": batch.status, "total": batch.total, "done": batch.done,
-            "percent": percent, "error": batch.error}
+            "percent": percent, "error": batch.error, "stalled": stalled(batch)}

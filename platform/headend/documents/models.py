@@ -46,4 +46,7 @@ class PrintBatch(TenantOwned, Model):
     done: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(sa.Text)
     pdf: Mapped[bytes | None] = mapped_column(sa.LargeBinary, deferred=True)
+    # When its job last showed life (claimed it, committed progress): a batch queued or running
+    # without progress for long lost its worker (`batch.stalled`).
+    progress_at: Mapped[dt.datetime | None] = mapped_column()
     finished_at: Mapped[dt.datetime | None] = mapped_column()

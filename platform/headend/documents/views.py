@@ -27,7 +27,14 @@ from headend.subscribers.models import Subscriber
 from headend.tenancy import permissions as perms
 from headend.tenancy.context import acting_as, current_scope
 from headend.ui import PermissionsMixin, add_view
-from headend.views_base import NO_TENANT, acting, commit_service, pdf_response, row_or_404
+from headend.views_base import (
+    NO_TENANT,
+    acting,
+    commit_service,
+    flash_errors,
+    pdf_response,
+    row_or_404,
+)
 
 CATEGORY = "Documents"
 COLUMN_LABELS = {"quantity": "Quantity", "unit_price": "Unit price", "period": "Period",
@@ -192,7 +199,8 @@ class PrintBatchView(PermissionsMixin, BaseView):
     pk_model = PrintBatch
     default_view = "index"
     method_permission_name = {"index": perms.READ, "create": perms.WRITE, "show": perms.READ,
-                              "progress": perms.READ, "download": perms.READ}
+                              "progress": perms.READ, "download": perms.READ,
+                              "again": perms.WRITE}
 
     @expose("/")
     @has_access
@@ -224,14 +232,27 @@ class PrintBatchView(PermissionsMixin, BaseView):
                                     .limit(20)).all() if acting() else []
         return self.render_template(
             "documents/print.html", values=values, errors=errors, acting=acting(),
-            recent=recent, statuses=batches.STATUS_FILTERS, can_write=can_write())
+            recent=recent, statuses=batches.STATUS_FILTERS, can_write=can_write(),
+            stalled=batches.stalled)
 
     @expose("/<int:pk>")
     @has_access
     def show(self, pk):
         batch = row_or_404(PrintBatch, pk)
         return self.render_template("documents/batch.html", batch=batch,
-                                    progress=batches.progress(batch))
+                                    progress=batches.progress(batch), can_write=can_write())
+
+    @expose("/<int:pk>/again", methods=["POST"])
+    @has_access
+    def again(self, pk):
+        """A failed batch, or one whose job was lost, queued and run again."""
+        batch = row_or_404(PrintBatch, pk)
+        _, errors = commit_service(batches.run_again, batch.id, subject="batch")
+        if errors:
+            flash_errors(errors)
+        else:
+            enqueue_print_batch(batch.tenant_id, batch.id)
+        return redirect(url_for("PrintBatchView.show", pk=batch.id))
 
     @expose("/<int:pk>/progress")
     @has_access

@@ -26,6 +26,7 @@ from headend.tenancy.models import Tenant
 
 LIFETIME = {"invite": dt.timedelta(hours=72), "reset": dt.timedelta(hours=1)}
 MAX_FAILURES = 5  # failed logins per login name ...
+MAX_ADDRESS_FAILURES = 20  # ... or from one client address (a password tried on many logins) ...
 FAILURE_WINDOW = dt.timedelta(minutes=15)  # ... within this window, then refused until older
 MAX_RESETS_PER_HOUR = 3  # reset emails per account: "forgot password" cannot flood a mailbox
 MIN_PASSWORD = 10
@@ -35,7 +36,8 @@ _DUMMY_HASH = generate_password_hash("headend-portal-no-such-login")
 
 
 class LoginThrottled(DomainError):
-    """Too many failed logins for this login name: refused without checking the password."""
+    """Too many failed logins for this login name or from this address: refused without
+    checking the password."""
 
 
 def normalize_login(login) -> str:
@@ -187,18 +189,25 @@ def set_password(session: Session, token: str, password: str, confirm: str) -> P
     return account
 
 
-def recent_failures(session: Session, login: str) -> int:
+def recent_failures(session: Session, *, login: str | None = None,
+                    address: str | None = None) -> int:
+    """Failed logins within FAILURE_WINDOW for this login name, or from this address."""
+    column, value = (PortalLoginFailure.login, login) if address is None \
+        else (PortalLoginFailure.address, address)
     return session.scalar(sa.select(sa.func.count()).select_from(PortalLoginFailure).where(
-        PortalLoginFailure.login == login,
-        PortalLoginFailure.failed_at > utcnow() - FAILURE_WINDOW))
+        column == value, PortalLoginFailure.failed_at > utcnow() - FAILURE_WINDOW))
 
 
-def authenticate(session: Session, login: str, password: str) -> PortalAccount | None:
+def authenticate(session: Session, login: str, password: str, *,
+                 address: str | None = None) -> PortalAccount | None:
     """The account when the password is right; None when wrong (the failure is recorded: the
-    caller commits either way). LoginThrottled after MAX_FAILURES within FAILURE_WINDOW."""
+    caller commits either way). LoginThrottled after MAX_FAILURES for the login, or
+    MAX_ADDRESS_FAILURES from the client `address`, within FAILURE_WINDOW."""
     _tenant(session)
     name = normalize_login(login)[:254]
-    if recent_failures(session, name) >= MAX_FAILURES:
+    address = address[:64] if address else None
+    if recent_failures(session, login=name) >= MAX_FAILURES or (
+            address and recent_failures(session, address=address) >= MAX_ADDRESS_FAILURES):
         raise LoginThrottled("Too many failed attempts: try again in 15 minutes, or reset "
                              "your password.")
     account = session.scalar(sa.select(PortalAccount).where(PortalAccount.login == name)) \
@@ -209,12 +218,23 @@ def authenticate(session: Session, login: str, password: str) -> PortalAccount |
     if not (usable and ok):
         now = utcnow()
         session.execute(sa.delete(PortalLoginFailure).where(
-            PortalLoginFailure.login == name, PortalLoginFailure.failed_at <= now - FAILURE_WINDOW))
-        session.add(PortalLoginFailure(login=name, failed_at=now))
+            PortalLoginFailure.failed_at <= now - FAILURE_WINDOW))
+        session.add(PortalLoginFailure(login=name, address=address, failed_at=now))
         session.flush()
         return None
     session.execute(sa.delete(PortalLoginFailure).where(PortalLoginFailure.login == name))
     account.last_login_at = utcnow()
+    session.flush()
+    return account
+
+
+def set_access(session: Session, subscriber_id: int, active: bool) -> PortalAccount:
+    """Close a subscriber's portal login (its sessions end at their next request) or open it
+    again; closed, it cannot sign in, set a password or get reset links."""
+    account = account_of(session, subscriber_id)
+    if account is None:
+        raise ValidationFailed({"portal": "this subscriber has no portal login"})
+    account.active = active
     session.flush()
     return account
 

@@ -49,11 +49,16 @@ class PortalToken(TenantOwned, Model):
 
 class PortalLoginFailure(TenantOwned, Model):
     """A failed portal login, kept for the throttle window: counted in the database so every
-    worker process sees the same count (per login name, whether or not an account has it)."""
+    worker process sees the same count, per login name (whether or not an account has it) and
+    per client address (one address trying a password on many logins)."""
 
     __tablename__ = "portal_login_failure"
-    __table_args__ = (sa.Index("ix_portal_login_failure_login", "tenant_id", "login", "failed_at"),)
+    __table_args__ = (
+        sa.Index("ix_portal_login_failure_login", "tenant_id", "login", "failed_at"),
+        sa.Index("ix_portal_login_failure_address", "tenant_id", "address", "failed_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     login: Mapped[str] = mapped_column(sa.String(254))  # lowercased, as typed
+    address: Mapped[str | None] = mapped_column(sa.String(64))  # the client's, behind proxies
     failed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

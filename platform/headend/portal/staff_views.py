@@ -1,9 +1,10 @@
 """Staff side of the portal: "Invite to portal" on a subscriber (emails a link to choose a
-password; again later, a fresh link) and the profile's Portal box showing the login."""
+password; again later, a fresh link, which also opens a closed login), closing and opening the
+login, and the profile's Portal box showing it."""
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_appbuilder import BaseView, expose, has_access
 from markupsafe import Markup
 
@@ -22,7 +23,7 @@ def can(permission: str) -> bool:
 class PortalInviteView(PermissionsMixin, BaseView):
     route_base = "/portal-admin"
     class_permission_name = perms.PORTAL
-    method_permission_name = {"invite": perms.WRITE}
+    method_permission_name = {"invite": perms.WRITE, "access": perms.WRITE}
     pk_model = Subscriber
 
     @expose("/invite/<int:pk>", methods=["POST"])
@@ -35,6 +36,18 @@ class PortalInviteView(PermissionsMixin, BaseView):
             flash_errors(errors)
         else:
             flash(f"Portal invitation emailed to {account.login}", "success")
+        return redirect(url_for("SubscriberView.profile", pk=sub.id) + "#portal")
+
+    @expose("/access/<int:pk>", methods=["POST"])
+    @has_access
+    def access(self, pk):
+        sub = row_or_404(Subscriber, pk)
+        active = request.form.get("active") == "1"
+        account, errors = commit_service(accounts.set_access, sub.id, active, subject="portal")
+        if errors:
+            flash_errors(errors)
+        else:
+            flash(f"Portal login {account.login} {'opened' if active else 'closed'}", "success")
         return redirect(url_for("SubscriberView.profile", pk=sub.id) + "#portal")
 
 

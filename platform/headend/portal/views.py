@@ -148,7 +148,8 @@ def login(tenant):
     values = {"login": (request.form.get("login") or "").strip()}
     try:
         account = accounts.authenticate(db.session, values["login"],
-                                        request.form.get("password") or "")
+                                        request.form.get("password") or "",
+                                        address=request.remote_addr)
         db.session.commit()  # a failure is recorded, a success clears the count
     except accounts.LoginThrottled as exc:
         db.session.rollback()
