@@ -173,6 +173,32 @@ def test_a_failure_is_recorded_on_the_batch(app, make_tenant, login_as):
     assert progress["status"] == "failed" and "printer caught fire" in progress["error"]
 
 
+def test_the_merged_pdf_holds_the_logo_once(app, make_tenant):
+    import io
+    import random
+
+    from headend.branding.services import save_branding
+    from headend.documents.render import invoice_pdf
+    from PIL import Image
+
+    tenant, ids = invoiced_tenant(app, make_tenant, "Logo ISP", count=6)
+    noise = random.Random(5)
+    logo = io.BytesIO()  # incompressible: ~60 KB as PNG
+    Image.frombytes("RGB", (150, 130), bytes(noise.randrange(256)
+                                             for _ in range(150 * 130 * 3))).save(logo, "PNG")
+    with app.app_context(), acting_as(tenant):
+        save_branding(db.session, logo=logo.getvalue())
+        db.session.commit()
+    batch_id = _create(app, tenant)
+    with app.app_context():
+        enqueue_print_batch(tenant, batch_id)
+    done = _batch(app, tenant, batch_id)
+    with app.app_context(), acting_as(tenant):
+        one = invoice_pdf(db.session, ids[0])
+    assert page_count(done.pdf) == 6 and len(one) > 20_000  # the logo is most of an invoice
+    assert len(done.pdf) < 2 * len(one), "six invoices share one copy of the logo"
+
+
 def test_a_batch_whose_job_was_lost_shows_stalled_and_runs_again(app, make_tenant, login_as):
     tenant, _ = invoiced_tenant(app, make_tenant, "Lost ISP", count=2)
     batch_id = _create(app, tenant)

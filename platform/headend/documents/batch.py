@@ -135,6 +135,7 @@ def run_batch(session: Session, batch_id: int) -> dict:
                 session.commit()
         out = io.BytesIO()
         if ids:
+            writer.compress_identical_objects()  # one logo and font set, not one per invoice
             writer.write(out)
         batch = _batch(session, batch_id)
         batch.pdf = out.getvalue() or None
