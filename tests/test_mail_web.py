@@ -135,3 +135,37 @@ def test_read_only_roles_see_but_cannot_change(app, make_tenant, login_as, smtp_
         assert c.post(url, data=data).status_code == 403, url
     assert _in(app, tenant, lambda s: s.scalar(select(MailSettings))) is None
     assert smtp_server.messages == []
+
+
+def test_the_api_lists_shows_and_retries_a_message(app, make_tenant, api_as, tmp_path):
+    tenant = make_tenant("Api Mail ISP")
+    down = SmtpPeer(tmp_path)
+    with app.app_context(), acting_as(tenant):
+        s = db.session
+        mail_on(s, down)
+        owe(s, active_subscriber(s), "9.00")
+        s.commit()
+        row_id = s.scalar(select(OutboundEmail.id))
+        db.session.remove()
+    client, headers = api_as(tenant, "Billing")
+    listing = client.get("/api/v1/outbound_email/", headers=headers).get_json()
+    assert listing["count"] == 1 and listing["result"][0]["status"] == "failed"
+    shown = client.get(f"/api/v1/outbound_email/{row_id}", headers=headers).get_json()["result"]
+    assert "ConnectionRefusedError" in shown["last_error"] and shown["kind"] == "invoice"
+    reader, read_headers = api_as(tenant, "ReadOnly")
+    assert reader.get("/api/v1/outbound_email/", headers=read_headers).status_code == 200
+    assert reader.post(f"/api/v1/outbound_email/{row_id}/retry",
+                       headers=read_headers).status_code == 403
+    down.start()
+    try:
+        resp = client.post(f"/api/v1/outbound_email/{row_id}/retry", headers=headers)
+        assert resp.status_code == 200 and len(down.messages) == 1
+        assert _in(app, tenant, lambda s: s.get(OutboundEmail, row_id).status) == "sent"
+        again = client.post(f"/api/v1/outbound_email/{row_id}/retry", headers=headers)
+        assert again.status_code == 422 and "already sent" in str(again.get_json()["message"])
+    finally:
+        down.stop()
+    other, other_headers = api_as(make_tenant("Other Api Mail ISP"), "Admin")
+    assert other.get(f"/api/v1/outbound_email/{row_id}", headers=other_headers).status_code == 404
+    assert other.post(f"/api/v1/outbound_email/{row_id}/retry",
+                      headers=other_headers).status_code == 404
