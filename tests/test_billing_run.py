@@ -317,6 +317,46 @@ def test_alike_invoices_are_each_their_subscribers_own(isp):
     assert _run(isp)[0].invoices == 0
 
 
+@pytest.mark.parametrize("start", [RUN, dt.date(2026, 1, 1)], ids=["on-time", "catch-up"])
+def test_a_deferred_downgrade_taxes_each_period_by_its_package(isp, start):
+    """Periods before a deferred downgrade's date keep the old package's taxes (here the
+    subscriber's 10 %), periods from it on take the new package's (a custom 7 %): the preview,
+    Invoice Now and the run agree, also when a missed run catches up across the date."""
+    from headend.billing.invoicing import billing_preview, invoice_now
+    from headend.catalog import models as cat
+    from headend.subscribers.models import Subscription
+
+    ids = isp.info["ids"]
+    small = cat.Package(name="Fiber 20", price_monthly=D("20.00"), tax_mode="custom",
+                        custom_tax_kind="percent", custom_tax_cycle_rate=D("7"))
+    isp.add(small)
+    isp.flush()
+    change_on = dt.date(2026, 2, 1) if start < RUN else RUN
+    payers = []
+    for _ in range(3):
+        payer, sub_id = subscription(isp, ids, start=start)
+        sub = isp.get(Subscription, sub_id)
+        sub.scheduled_package_id, sub.scheduled_change_on = small.id, change_on
+        payers.append(payer)
+    isp.commit()
+    previews = [billing_preview(isp, payer, RUN) for payer in payers]
+    isp.rollback()
+    invoice_now(isp, payers[0], RUN)
+    isp.commit()
+    _run(isp)
+    invoices = {i.subscriber_id: i for i in _invoices(isp)}
+    for payer, preview in zip(payers, previews, strict=True):
+        got = [(ln.kind, ln.period_start, ln.amount, ln.tax) for ln in invoices[payer].lines]
+        assert got == [(ln.kind, ln.period.start, ln.amount, ln.tax) for ln in preview.lines]
+        for kind, period_start, amount, tax in got:
+            rate = 10 if period_start < change_on else 7
+            assert tax == (amount * rate + 50) // 100, (kind, period_start)
+        assert isp.get(Subscription, invoices[payer].lines[-1].subscription_id).package_id \
+            == small.id
+    assert {ln.period_start for ln in invoices[payers[0]].lines} == (
+        {RUN} if start == RUN else {dt.date(2026, 1, 1), change_on, RUN})
+
+
 def test_account_credit_settles_the_runs_invoice(isp):
     from headend.billing.memos import credit_memo
 

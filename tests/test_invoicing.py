@@ -266,7 +266,7 @@ def test_delete_only_unposted_drafts(books):
     s = books
     sub = subscriber(s)
     subscribe(s, sub, triple_play(s))
-    draft = invoicing.draft_invoice_for(s, sub.id, JAN20)
+    draft = invoicing.draft_invoice_for(s, sub.id, JAN20).invoice
     assert counts(s) == (1, 0, 1)
     delete_draft(s, draft.id)
     assert counts(s) == (0, 0, 0)

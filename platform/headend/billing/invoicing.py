@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -112,8 +113,13 @@ def _claim_periods(session: Session, invoice: Invoice,
     return taken
 
 
+class DueDraft(NamedTuple):
+    invoice: Invoice
+    claimed: list[tuple[int, periods.Period]]  # (subscription id, period)
+
+
 def draft_invoice_for(session: Session, subscriber_id: int, on_date: dt.date,
-                      source: str = "invoice_now") -> Invoice | None:
+                      source: str = "invoice_now") -> DueDraft | None:
     """A draft of everything due on the subscriber's invoice as of `on_date`, its periods
     claimed; None when nothing is due (or someone else billed it first)."""
     payer = _payer(session, subscriber_id)
@@ -139,10 +145,7 @@ def draft_invoice_for(session: Session, subscriber_id: int, on_date: dt.date,
     invoice.lines = [_line(c, n, due.currency)
                      for n, c in enumerate(ordered_charges(charges, payer.id), start=1)]
     _totals(invoice)
-    from headend.billing.changes import apply_schedule  # changes imports this module
-
-    apply_schedule(session, [(sid, p) for sid, p in due.periods if sid not in taken])
-    return invoice
+    return DueDraft(invoice, [(sid, p) for sid, p in due.periods if sid not in taken])
 
 
 @dataclass(frozen=True)
@@ -193,8 +196,16 @@ def billing_preview(session: Session, subscriber_id: int, on_date: dt.date) -> P
 def invoice_now(session: Session, subscriber_id: int, on_date: dt.date) -> Invoice | None:
     """Draft, tax and post what is due now; None when nothing is due. With the tax engine down
     the invoice stays a draft waiting for `retry_waiting_taxes`."""
-    invoice = draft_invoice_for(session, subscriber_id, on_date)
-    return post_invoice(session, invoice) if invoice is not None else None
+    drafted = draft_invoice_for(session, subscriber_id, on_date)
+    if drafted is None:
+        return None
+    invoice = post_invoice(session, drafted.invoice)
+    from headend.billing.changes import apply_schedule  # changes imports this module
+
+    # After taxing: a deferred downgrade's package takes over from the periods it bills, and a
+    # period before its date keeps the old package's taxes (`taxes.build_request`).
+    apply_schedule(session, drafted.claimed)
+    return invoice
 
 
 # --- custom invoices --------------------------------------------------------------------------

@@ -33,7 +33,6 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from types import SimpleNamespace
 
 import sqlalchemy as sa
@@ -386,6 +385,8 @@ class _TenantRunner:
         elif self._remote_taxes:
             for draft in drafts:
                 draft.tax_status = "waiting"
+        for draft in drafts:
+            draft.settle()
         bills = []
         for draft in drafts:
             members = firsts.get(draft.subscriber_id)
@@ -501,12 +502,13 @@ def _chunk_rows(session: Session, ids: list[int]) -> list[sa.Row]:
                   Subscription.billing_cycle, Subscription.quantity, Subscription.custom_price,
                   Subscription.bill_start_date, Subscription.created_at, Subscription.bill_day,
                   Subscription.hibernate_from, Subscription.hibernate_until,
-                  Subscription.cancel_on, last_end, Subscription.scheduled_package_id,
+                  Subscription.cancel_on, last_end.label("last_end"),
+                  Subscription.scheduled_package_id,
                   Subscription.scheduled_change_on, Subscription.tax_mode,
                   Subscription.custom_tax_kind, Subscription.custom_tax_cycle_rate,
                   Subscription.custom_tax_setup_rate,
                   Subscriber.tax_exempt, Subscriber.tax_exemption_code, Subscriber.paper_invoice,
-                  rates)
+                  rates.label("tax_rate_ids"))
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
         .where(among(Subscription.id, ids)).order_by(Subscription.id)).all()
 
@@ -537,9 +539,22 @@ def _alike(rows: list[sa.Row], payer_of: dict[int, int], runner: _TenantRunner,
         if payer != owner or per_payer[payer] > 1 or payer in apart:
             others.append(sub_id)
             continue
-        start = row[7] or row[8].date()
-        groups[(*row[3:7], start, *row[9:])].append((sub_id, payer))
+        groups[_shape_key(row)].append((sub_id, payer))
     return groups, others
+
+
+# What of a `_chunk_rows` row is not in its shape key: the ids, and how the start is stored.
+_NOT_SHAPE = frozenset({"id", "subscriber_id", "bill_to_subscriber_id", "bill_start_date",
+                        "created_at", "tax_rate_ids"})
+
+
+def _shape_key(row: sa.Row) -> tuple:
+    """Every column of the row but its ids, with the start date as `_load_snapshots` reads
+    it and the owner's tax rates as a set."""
+    fields = row._mapping
+    start = fields["bill_start_date"] or fields["created_at"].date()
+    rates = frozenset((fields["tax_rate_ids"] or "").split(","))
+    return (start, rates, *(v for k, v in fields.items() if k not in _NOT_SHAPE))
 
 
 def _load_snapshots(rows: list[sa.Row], runner: _TenantRunner) -> list[_Snap]:
@@ -603,7 +618,8 @@ class _Draft:
     subscriber_id: int
     lines: list[_Line] = field(default_factory=list)
     periods: list[tuple[int, Period]] = field(default_factory=list)
-    taxes: dict[int, tax_rules.TaxSettings] = field(default_factory=dict)  # by subscription
+    # by (subscription, period start): a deferred downgrade's periods take its package's taxes
+    taxes: dict[tuple[int, dt.date], tax_rules.TaxSettings] = field(default_factory=dict)
     tax_status: str = "ok"
     id: int | None = None
     number: str | None = None
@@ -614,18 +630,14 @@ class _Draft:
     legs: tuple[LegSpec, ...] = ()
     rows: ShapeRows | None = None
 
-    # Read once taxed (the counts and the writing), for each of the invoices sharing it.
-    @cached_property
-    def subtotal(self) -> int:
-        return sum(line.amount for line in self.lines)
+    subtotal: int = 0  # totalled once taxed (`settle`)
+    tax_total: int = 0
+    total: int = 0
 
-    @cached_property
-    def tax_total(self) -> int:
-        return sum(line.tax for line in self.lines)
-
-    @cached_property
-    def total(self) -> int:
-        return self.subtotal + self.tax_total
+    def settle(self) -> None:
+        self.subtotal = sum(line.amount for line in self.lines)
+        self.tax_total = sum(line.tax for line in self.lines)
+        self.total = self.subtotal + self.tax_total
 
 
 @dataclass
@@ -700,7 +712,7 @@ class _InvoiceBuilder:
                 payer = sub.bill_to_subscriber_id
                 draft = drafts.setdefault(payer, _Draft(payer))
                 draft.periods.append((sub.subscription_id, period))
-                draft.taxes[sub.subscription_id] = tax
+                draft.taxes[(sub.subscription_id, period.start)] = tax
                 charges[payer] += charges_for(sub, period if d.prorate_first_period else full,
                                               full, proration_basis=d.proration_basis)
         if not drafts:
@@ -809,7 +821,7 @@ def _tax_lines(draft: _Draft, subjects: dict, first: int = 1) -> dict[int, tuple
         taxed = tax_rules.line_rates(
             SimpleNamespace(taxable=c.taxable, amount=line.amount, kind=c.kind),
             subjects[c.for_subscriber_id or draft.subscriber_id],
-            draft.taxes.get(c.subscription_id))
+            draft.taxes.get((c.subscription_id, c.period.start if c.period else None)))
         if taxed is not None:
             rates, exemption = taxed
             out[n] = (line, TaxLine(number=n, amount=line.amount, quantity=c.quantity,

@@ -20,6 +20,7 @@ a timeout that did record the document adjusts it instead of recording a second 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,8 +155,9 @@ def build_request(session: Session, invoice: Invoice, document_code: str,
                                          for ln in invoice.lines} | {invoice.subscriber_id})
     lines, by_number = [], {}
     for n, line in enumerate(invoice.lines, start=1):
+        own = settings.get(line.subscription_id)
         taxed = line_rates(line, subscribers[line.for_subscriber_id or invoice.subscriber_id],
-                            settings.get(line.subscription_id))
+                           own.for_period(line.period_start) if own else None)
         if taxed is None:
             continue
         rates, exemption = taxed
@@ -170,17 +172,38 @@ def build_request(session: Session, invoice: Invoice, document_code: str,
     return request, by_number
 
 
-def _tax_settings(session: Session, subscription_ids: set) -> dict[int, TaxSettings]:
-    """Each subscription's own tax settings, by subscription id."""
+@dataclass(frozen=True)
+class _SubscriptionTaxes:
+    """A subscription's tax settings, and those of the package a deferred downgrade switches it
+    to from `scheduled_on` (until the billing applies it)."""
+
+    own: TaxSettings
+    scheduled_on: dt.date | None = None
+    scheduled: TaxSettings | None = None
+
+    def for_period(self, start: dt.date | None) -> TaxSettings:
+        """What taxes a line of the period starting on `start` (the package billing it)."""
+        if self.scheduled is not None and start is not None and start >= self.scheduled_on:
+            return self.scheduled
+        return self.own
+
+
+def _tax_settings(session: Session, subscription_ids: set) -> dict[int, _SubscriptionTaxes]:
+    """Each subscription's tax settings, by subscription id."""
     subscription_ids.discard(None)
     if not subscription_ids:
         return {}
     rows = session.execute(
-        select(Subscription.id, Package.name,
+        select(Subscription.id, Package.name, Subscription.scheduled_package_id,
+               Subscription.scheduled_change_on,
                *(getattr(Subscription, f) for f in PACKAGE_TAX_FIELDS))
         .join(Package, Subscription.package_id == Package.id)
-        .where(Subscription.id.in_(subscription_ids)))
-    return {sub_id: TaxSettings(name, *values) for sub_id, name, *values in rows}
+        .where(Subscription.id.in_(subscription_ids))).all()
+    later = {p.id: TaxSettings.from_package(p) for p in session.scalars(select(Package).where(
+        Package.id.in_({row[2] for row in rows if row[2] is not None})))}
+    return {sub_id: _SubscriptionTaxes(TaxSettings(name, *values), scheduled_on,
+                                       later.get(scheduled_id) if scheduled_on else None)
+            for sub_id, name, scheduled_id, scheduled_on, *values in rows}
 
 
 def _subscribers(session: Session, ids: set) -> dict[int, Subscriber]:
