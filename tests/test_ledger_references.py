@@ -20,6 +20,7 @@ from headend.db import db
 from headend.errors import ValidationFailed
 from headend.ledger.models import JournalEntry, Leg
 from headend.ledger.services import LegSpec, post_entry
+from headend.subscribers.models import Subscriber
 from headend.tenancy.models import Tenant
 from sqlalchemy import func, select
 
@@ -267,8 +268,10 @@ def test_a_delete_is_refused_outside_read_committed(referenced):
 
 def _orm_rows(session, ids):
     """A posted entry on `account` and an invoice line (account, item), through the ORM."""
-    legs = [LegSpec(account_id=ids["ar"], debit=100, subscriber_id=ids["subscriber"]),
-            LegSpec(account_id=ids["account"], credit=100)]
+    legs = [LegSpec(account_id=ids["ar"], debit=106, subscriber_id=ids["subscriber"]),
+            LegSpec(account_id=ids["account"], credit=100),
+            LegSpec(account_id=ids["account"], credit=6, tax_rate_id=ids["rate"],
+                    jurisdiction="State")]
     post_entry(session, key="guarded", entry_date=JAN, source_type="raw", source_id=1,
                description="Guarded", legs=legs)
     invoice = Invoice(subscriber_id=ids["subscriber"], invoice_date=JAN, due_date=JAN,
@@ -280,24 +283,39 @@ def _orm_rows(session, ids):
 
 
 @pytest.mark.parametrize(("model", "key", "guard", "message"), [
-    (Account, "account", catalog.guard_account_delete, "account 4800 is used by 1 ledger leg(s)"),
+    (Account, "account", catalog.guard_account_delete, "account 4800 is used by 2 ledger leg(s)"),
     (Account, "spare_account", catalog.guard_account_delete,
      "account 4810 is used by 1 invoice line(s)"),
     (Item, "item", catalog.guard_item_delete, "item 'RTR' is used by 1 invoice line(s)"),
+    (TaxRate, "rate", catalog.guard_tax_rate_delete,
+     "tax rate 'State' is used by 1 ledger leg(s)"),
 ])
 def test_service_guards_refuse_a_parent_postings_use(books, model, key, guard, message):
     ids = _catalog(books)
     _orm_rows(books, ids)
     with pytest.raises(ValidationFailed) as refused:
         guard(books, books.get(model, ids[key]))
-    field = "item" if model is Item else "account"
+    field = {Item: "item", TaxRate: "tax_rate"}.get(model, "account")
     assert refused.value.errors == {field: [f"{message}; deactivate it instead"]}
+
+
+def test_a_tax_rate_subscribers_carry_is_kept(books):
+    ids = _catalog(books)
+    spare_rate = books.get(TaxRate, ids["spare_rate"])
+    owner = books.get(Subscriber, ids["subscriber"])
+    owner.tax_rates.append(spare_rate)
+    books.flush()
+    with pytest.raises(ValidationFailed) as refused:
+        catalog.guard_tax_rate_delete(books, spare_rate)
+    assert refused.value.errors == {
+        "tax_rate": ["tax rate 'Unused' is used by 1 subscriber(s); deactivate it instead"]}
 
 
 def test_service_guards_pass_unreferenced_parents(books):
     ids = _catalog(books)
     _orm_rows(books, ids)
     catalog.guard_item_delete(books, books.get(Item, ids["spare_item"]))
+    catalog.guard_tax_rate_delete(books, books.get(TaxRate, ids["spare_rate"]))
     spare = Account(code="4820", name="Spare", type="income")
     books.add(spare)
     books.flush()

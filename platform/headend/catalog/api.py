@@ -44,6 +44,7 @@ class TaxRateApi(CatalogApi):
     resource_name = "tax_rate"
     datamodel = HeadendInterface(m.TaxRate)
     validator = staticmethod(services.validate_tax_rate)
+    delete_guard = staticmethod(services.guard_tax_rate_delete)
     add_columns = edit_columns = ["label", "kind", "rate", "require_on_new_subscriber", "active"]
     list_columns = show_columns = ["id", *add_columns]
     search_columns = ["label", "kind", "active"]

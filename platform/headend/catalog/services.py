@@ -434,6 +434,18 @@ def guard_item_delete(session: Session, item: Item) -> None:
         (InvoiceLine, InvoiceLine.item_id == item.id, "invoice line(s)")])
 
 
+def guard_tax_rate_delete(session: Session, rate: TaxRate) -> None:
+    """A rate subscribers carry, or that taxed anything, stays (its history needs it)."""
+    Leg, _ = _posting_models()
+    from headend.billing.models import InvoiceLineTax
+    from headend.subscribers.models import Subscriber
+
+    _refuse_if_used(session, "tax_rate", f"tax rate '{rate.label}'", [
+        (Subscriber, Subscriber.tax_rates.any(TaxRate.id == rate.id), "subscriber(s)"),
+        (InvoiceLineTax, InvoiceLineTax.tax_rate_id == rate.id, "invoice line tax(es)"),
+        (Leg, Leg.tax_rate_id == rate.id, "ledger leg(s)")])
+
+
 def guard_service_delete(session: Session, service: Service) -> None:
     _refuse_if_used(session, "service", f"service '{service.name}'", [
         (PackageServiceLine, PackageServiceLine.service_id == service.id, "package line(s)")])

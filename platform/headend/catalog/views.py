@@ -99,6 +99,7 @@ class TaxRateView(CatalogView):
     datamodel = HeadendInterface(m.TaxRate)
     formatters_columns = formatters_for(m.TaxRate)
     validator = staticmethod(services.validate_tax_rate)
+    delete_guard = staticmethod(services.guard_tax_rate_delete)
     list_columns = ["label", "kind", "rate", "require_on_new_subscriber", "active"]
     add_columns = edit_columns = show_columns = list_columns
     search_columns = ["label", "kind", "active"]
