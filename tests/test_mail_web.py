@@ -93,8 +93,8 @@ def test_the_test_email_is_sent_and_its_result_shown(app, make_tenant, login_as,
     assert len(smtp_server.messages) == 1
 
 
-def test_the_log_shows_a_failure_and_retry_sends_it(app, make_tenant, login_as, tmp_path):
-    tenant = make_tenant("Log Mail ISP")
+def _failed_invoice_email(app, tenant, tmp_path) -> tuple[SmtpPeer, int]:
+    """A posted invoice's email that failed: its SMTP server (not started yet) and the row."""
     down = SmtpPeer(tmp_path)
     with app.app_context(), acting_as(tenant):
         s = db.session
@@ -103,6 +103,12 @@ def test_the_log_shows_a_failure_and_retry_sends_it(app, make_tenant, login_as, 
         s.commit()
         row_id = s.scalar(select(OutboundEmail.id))
         db.session.remove()
+    return down, row_id
+
+
+def test_the_log_shows_a_failure_and_retry_sends_it(app, make_tenant, login_as, tmp_path):
+    tenant = make_tenant("Log Mail ISP")
+    down, row_id = _failed_invoice_email(app, tenant, tmp_path)
     c = login_as(tenant, "Billing")
     listing = _text(c.get("/mail/log/list/"))
     assert "failed" in listing and "Invoice" in listing
@@ -139,14 +145,7 @@ def test_read_only_roles_see_but_cannot_change(app, make_tenant, login_as, smtp_
 
 def test_the_api_lists_shows_and_retries_a_message(app, make_tenant, api_as, tmp_path):
     tenant = make_tenant("Api Mail ISP")
-    down = SmtpPeer(tmp_path)
-    with app.app_context(), acting_as(tenant):
-        s = db.session
-        mail_on(s, down)
-        owe(s, active_subscriber(s), "9.00")
-        s.commit()
-        row_id = s.scalar(select(OutboundEmail.id))
-        db.session.remove()
+    down, row_id = _failed_invoice_email(app, tenant, tmp_path)
     client, headers = api_as(tenant, "Billing")
     listing = client.get("/api/v1/outbound_email/", headers=headers).get_json()
     assert listing["count"] == 1 and listing["result"][0]["status"] == "failed"

@@ -181,6 +181,12 @@ def _payers(session: Session) -> dict[int, int]:
     return payers
 
 
+def _payer(payers: dict[int, int], owner: int, bill_to: int | None) -> int:
+    """Whose invoice a subscription (or custom line) lands on: its bill-to account, else its
+    owner's parent when the owner bills all to it (`_payers`), else its owner."""
+    return bill_to or payers.get(owner, owner)
+
+
 def _due_filter(defaults: InvoiceDefaults, run_date: dt.date) -> tuple:
     """The subscriptions that may have a due period (the exact periods are computed later):
     invoiceable as `drafting.invoiceable` says, started by the horizon, not billed past it."""
@@ -208,7 +214,7 @@ def _candidates(session: Session, run_date: dt.date, defaults: InvoiceDefaults,
                       Subscription.bill_to_subscriber_id)
             .join(Package, Subscription.package_id == Package.id)
             .where(*_due_filter(defaults, run_date)))
-    rows = [(sub_id, bill_to or payers.get(owner, owner))
+    rows = [(sub_id, _payer(payers, owner, bill_to))
             for sub_id, owner, bill_to in session.execute(stmt)]
     return sorted(rows, key=lambda r: (r[1], r[0]))
 
@@ -373,18 +379,18 @@ class _TenantRunner:
         each subscription's periods start after its last billed one."""
         session = self.session
         rows = _chunk_rows(session, ids)
-        payer_of = {row[0]: row[2] or self.payers.get(row[1], row[1]) for row in rows}
+        payer_of = {row[0]: _payer(self.payers, row[1], row[2]) for row in rows}
         extras = _Extras.load(session, set(payer_of.values()), self)
         groups, others = _alike(rows, payer_of, self, extras)
         firsts = {members[0][1]: members for members in groups.values()}  # by payer
         priced = set(others) | {members[0][0] for members in firsts.values()}
         snaps = _load_snapshots([row for row in rows if row[0] in priced], self)
         drafts = _InvoiceBuilder(self, snaps, extras).build()
-        if drafts and (self.dry_run or not self._remote_taxes):
-            _tax(self, drafts)
-        elif self._remote_taxes:
+        if self._remote_taxes:
             for draft in drafts:
                 draft.tax_status = "waiting"
+        elif drafts:
+            _tax(self, drafts)
         for draft in drafts:
             draft.settle()
         bills = []
@@ -575,7 +581,7 @@ def _load_snapshots(rows: list[sa.Row], runner: _TenantRunner) -> list[_Snap]:
         day = bill_day or (defaults.bill_day if fixed_mode else start.day)
         snapshot = SubscriptionSnapshot(
             subscription_id=sub_id, subscriber_id=owner,
-            bill_to_subscriber_id=bill_to or payers.get(owner, owner), cycle=cycle,
+            bill_to_subscriber_id=_payer(payers, owner, bill_to), cycle=cycle,
             quantity=quantity, first_invoice=last is None, bill_start_date=start,
             setup_income_account_id=catalog.accounts[SETUP_INCOME],
             hibernate_from=hib_from, hibernate_until=hib_until,
@@ -684,8 +690,8 @@ class _Extras:
                    sa.or_(RecurringLine.end_date.is_(None), RecurringLine.end_date > today))
             .options(selectinload(RecurringLine.item)).order_by(RecurringLine.id)).all()
         recurring = [(payer, row) for row in lines
-                     if (payer := row.bill_to_subscriber_id
-                         or payers.get(row.subscriber_id, row.subscriber_id)) in chunk]
+                     if (payer := _payer(payers, row.subscriber_id,
+                                         row.bill_to_subscriber_id)) in chunk]
         return cls(recurring, pending_usage(session, owners, chunk, runner.catalog.accounts))
 
 
@@ -951,14 +957,14 @@ def _write(runner: _TenantRunner, bills: list[_Bill]) -> None:
     from their shapes (`shapes`). An invoice waiting for its taxes gets no entry (it posts
     when they are known)."""
     session, d, run_date = runner.session, runner.defaults, runner.run_date
-    drafts = list({id(bill.draft): bill.draft for bill in bills}.values())
-    shape_of = {id(draft): n for n, draft in enumerate(drafts)}
-    first_bill = {}
+    firsts: dict[int, _Bill] = {}  # the first invoice of each shape, in order
     for bill in bills:
-        first_bill.setdefault(id(bill.draft), bill)
+        firsts.setdefault(id(bill.draft), bill)
+    drafts = [bill.draft for bill in firsts.values()]
+    shape_of = {key: n for n, key in enumerate(firsts)}
     overrides = check_entries(session, [
-        BulkEntry(0, f"invoice:{first_bill[id(draft)].number}:post", run_date, "invoice", 0,
-                  "", draft.legs) for draft in drafts if draft.legs])
+        BulkEntry(0, f"invoice:{bill.number}:post", run_date, "invoice", 0, "", bill.draft.legs)
+        for bill in firsts.values() if bill.draft.legs])
     write_invoices(
         session, [draft.rows for draft in drafts],
         [InvoiceRow(bill.id, bill.entry_id, bill.number, bill.subscriber_id,
